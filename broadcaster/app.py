@@ -1,0 +1,108 @@
+"""The daemon's aiohttp application factory.
+
+Every resource has its own cleanup context, in start order: the single-daemon
+lock, the ledger, the channels' client sessions, the dispatcher (which recovers
+interrupted deliveries before its lanes start). aiohttp tears down exactly those
+that started, in reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+
+from aiohttp import web
+
+from broadcaster import __version__, api, lengths
+from broadcaster.accept import Composer
+from broadcaster.appkeys import (
+    CATALOG,
+    CHANNELS,
+    CLOCK,
+    COMPOSER,
+    CONFIG,
+    DATABASE,
+    DISPATCHER,
+    METRICS,
+    SCRUBBER,
+)
+from broadcaster.catalog import Catalog
+from broadcaster.channels import KINDS
+from broadcaster.channels.base import Channel
+from broadcaster.config import Config
+from broadcaster.dispatch import Dispatcher
+from broadcaster.logs import Scrubber, event
+from broadcaster.metrics import Metrics
+from broadcaster.models import utcnow
+from broadcaster.store import DaemonLock, Database, Store
+
+log = logging.getLogger("broadcaster.app")
+
+MAX_BODY = 64 * 1024
+SHUTDOWN_GRACE = 5.0
+
+
+def create_app(
+    config: Config,
+    *,
+    scrubber: Scrubber | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY, middlewares=api.middlewares())
+    app[CONFIG] = config
+    app[CLOCK] = clock
+    app[SCRUBBER] = scrubber or Scrubber(config.secret_values())
+    app[SCRUBBER].add(config.secret_values())
+    app[METRICS] = Metrics([c.name for c in config.enabled_channels()], __version__)
+    app[CATALOG] = Catalog(config.service.templates)
+    app.cleanup_ctx.extend([_lock, _ledger, _channels, _dispatcher])
+    api.add_routes(app)
+    return app
+
+
+async def _lock(app: web.Application) -> AsyncIterator[None]:
+    lock = DaemonLock(app[CONFIG].service.database)
+    lock.acquire()
+    yield
+    lock.release()
+
+
+async def _ledger(app: web.Application) -> AsyncIterator[None]:
+    database = Database(Store(app[CONFIG].service.database))
+    app[DATABASE] = database
+    yield
+    database.close()
+
+
+async def _channels(app: web.Application) -> AsyncIterator[None]:
+    channels: dict[str, Channel] = {}
+    app[CHANNELS] = channels
+    try:
+        for config in app[CONFIG].enabled_channels():
+            channel = KINDS[config.kind].create(config)
+            await channel.start()
+            channels[config.name] = channel
+            app[SCRUBBER].add(channel.secrets())
+        app[COMPOSER] = Composer(app[CONFIG], app[CATALOG], channels)
+        app[CATALOG].snapshot()
+        # Load the slow length tables off the loop, so the first preview is quick.
+        warm_up = asyncio.get_running_loop().run_in_executor(None, lengths.warm_up)
+        yield
+        await warm_up
+    finally:
+        await asyncio.gather(*(channel.close() for channel in channels.values()),
+                             return_exceptions=True)
+
+
+async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
+    channels: dict[str, Channel] = app[CHANNELS]
+    dispatcher = Dispatcher(channels, app[CONFIG].enabled_channels(), app[DATABASE],
+                            app[METRICS], app[SCRUBBER], clock=app[CLOCK])
+    app[DISPATCHER] = dispatcher
+    await dispatcher.start()
+    event(log, "daemon.ready", channels=",".join(channels),
+          database=str(app[CONFIG].service.database))
+    yield
+    await dispatcher.stop(SHUTDOWN_GRACE)

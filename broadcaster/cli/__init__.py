@@ -1,0 +1,53 @@
+"""The `broadcaster` command line: one module per command group, wired here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from broadcaster import __version__
+from broadcaster.cli import channels_cmd, templates_cmd
+from broadcaster.cli.common import EXIT_FAILURE, EXIT_INVALID, CommandFailed, err
+from broadcaster.errors import (
+    BroadcasterError,
+    ConfigError,
+    TemplateError,
+    UnknownTemplate,
+    ValidationError,
+)
+
+_INVALID_INPUT = (ConfigError, TemplateError, UnknownTemplate, ValidationError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="broadcaster",
+        description="Crisis-communication broadcast service for city administrations.",
+    )
+    parser.add_argument("--version", action="version", version=f"broadcaster {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (channels_cmd, templates_cmd):
+        module.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except CommandFailed as exc:
+        err(f"error: {exc}")
+        return exc.code
+    except _INVALID_INPUT as exc:
+        err(f"error: {exc}")
+        return EXIT_INVALID
+    except BroadcasterError as exc:
+        err(f"error: {exc}")
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

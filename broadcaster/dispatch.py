@@ -1,0 +1,280 @@
+"""The fan-out engine: one lane per channel, retries, and recovery after a crash.
+
+Each lane is a task that sleeps on an event (woken when an alert is accepted, an
+attempt ends or an officer retries) or until the next retry falls due; it never
+polls. It starts an attempt for each due delivery while it has in-flight slots
+and its rate limiter allows, so a slow, hanging or failing channel only ever holds
+up its own lane.
+
+An attempt is written as `sending` before the call and classified after it:
+delivered → receipt stored; Retryable → back to `queued` with a backoff (retry.py)
+until the channel's give-up time; Permanent → `failed`; OutcomeUnknown or no
+answer within the channel's timeout → the channel's on_unknown policy (`retry`
+re-queues, `hold` marks it `unknown` for an officer). Only this module acts on
+errors; channels only classify them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+
+from broadcaster.channels.base import Channel
+from broadcaster.config import ChannelConfig
+from broadcaster.errors import DeliveryError, OutcomeUnknown, Permanent, Retryable, StoreError
+from broadcaster.logs import Scrubber, event
+from broadcaster.metrics import Metrics
+from broadcaster.models import DeliveryState, Outgoing, utcnow
+from broadcaster.retry import RetryPolicy, next_try
+from broadcaster.store import Database, DueDelivery, Outcome, Recovered, Store
+
+log = logging.getLogger("broadcaster.dispatch")
+
+Clock = Callable[[], datetime]
+
+
+class RateLimiter:
+    """A token bucket: ``rate`` messages per second, bursts up to ``burst``."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.burst = max(1.0, burst if burst is not None else rate)
+        self._tokens = self.burst
+        self._updated = time.monotonic()
+
+    def delay(self) -> float:
+        """Take a token; the seconds to wait before using it (0 when one was free)."""
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        self._tokens -= 1
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+
+class Lane:
+    """Delivers one channel's queue."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        config: ChannelConfig,
+        db: Database,
+        metrics: Metrics,
+        scrubber: Scrubber,
+        clock: Clock,
+        policy: RetryPolicy,
+        rng: random.Random,
+    ) -> None:
+        self.channel = channel
+        self.config = config
+        self.db = db
+        self.metrics = metrics
+        self.scrubber = scrubber
+        self.clock = clock
+        self.policy = policy
+        self.rng = rng
+        self.wake = asyncio.Event()
+        self.limiter = RateLimiter(config.rate)
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"lane-{self.name}")
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await self._fill_and_wait()
+            except StoreError as exc:
+                # The ledger is unavailable (disk full, read-only): nothing can be marked
+                # `sending`, so nothing may be sent. Try again shortly or when woken.
+                event(log, "lane.store_unavailable", logging.ERROR, channel=self.name,
+                      error=str(exc))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), 5.0)
+
+    async def _fill_and_wait(self) -> None:
+        """Start attempts for due deliveries while slots are free, then sleep until
+        woken or until the next delivery that waits for a time falls due."""
+        store: Store = self.db.store
+        self.wake.clear()
+        free = self.config.max_in_flight - len(self._in_flight)
+        if free > 0:
+            due = await self.db.run(store.due_deliveries, self.name, self.clock(),
+                                    free + len(self._in_flight))
+            for delivery in [d for d in due if d.id not in self._in_flight][:free]:
+                wait = self.limiter.delay()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if self._stopping:
+                    return
+                task = asyncio.create_task(self._attempt(delivery), name=f"attempt-{delivery.id}")
+                self._in_flight[delivery.id] = task
+                task.add_done_callback(functools.partial(self._done, delivery.id))
+        timeout = None
+        if len(self._in_flight) < self.config.max_in_flight:
+            next_due = await self.db.run(store.next_due_at, self.name, self.clock())
+            if next_due is not None:
+                timeout = max(0.0, (next_due - self.clock()).total_seconds())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), timeout)
+
+    def _done(self, delivery_id: str, _: asyncio.Task[None]) -> None:
+        self._in_flight.pop(delivery_id, None)
+        self.wake.set()
+
+    async def _attempt(self, delivery: DueDelivery) -> None:
+        number = delivery.attempts + 1
+        started = self.clock()
+        if not await self.db.run(self.db.store.mark_sending, delivery.id, number, started):
+            return  # cancelled between selection and start
+        outgoing = Outgoing(
+            delivery_id=delivery.id, alert_id=delivery.alert_id, attempt=number,
+            kind=delivery.kind, mode=delivery.mode, severity=delivery.severity,
+            headline=delivery.headline, text=delivery.text, references=delivery.references,
+            reply_to=delivery.reply_to, created_at=delivery.alert_created_at,
+        )
+        began = time.monotonic()
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                receipt = await self.channel.send(outgoing)
+        except DeliveryError as exc:
+            outcome = self._classified(delivery, number, exc, time.monotonic() - began)
+        except TimeoutError:
+            unknown = OutcomeUnknown(
+                f"{self.name}: no answer within {self.config.timeout:g} s; the platform may "
+                "have received it"
+            )
+            outcome = self._classified(delivery, number, unknown, time.monotonic() - began)
+        except Exception as exc:  # a bug in a channel or its library: never lose the row
+            log.exception("channel %s raised an unclassified error", self.name)
+            unknown = OutcomeUnknown(f"{self.name}: unexpected error ({type(exc).__name__})")
+            outcome = self._classified(delivery, number, unknown, time.monotonic() - began)
+        else:
+            outcome = Outcome(result="delivered", state=DeliveryState.DELIVERED,
+                              duration=time.monotonic() - began, receipt=receipt)
+        finished = self.clock()
+        await self.db.run(self.db.store.finish_attempt, delivery.id, number, outcome, finished)
+        self._observe(delivery, number, outcome, finished)
+
+    def _classified(
+        self, delivery: DueDelivery, number: int, exc: DeliveryError, duration: float
+    ) -> Outcome:
+        message = self.scrubber.scrub(str(exc))
+        error_class = type(exc).__name__
+        if isinstance(exc, Permanent):
+            return Outcome("permanent", DeliveryState.FAILED, duration, error_class, message)
+        if isinstance(exc, OutcomeUnknown):
+            if self.config.on_unknown == "hold":
+                return Outcome("unknown", DeliveryState.UNKNOWN, duration, error_class,
+                               message + " — check the channel, then retry or leave it")
+            retry_after = None
+            result = "unknown"
+        else:
+            retry_after = exc.retry_after if isinstance(exc, Retryable) else None
+            result = "retryable"
+        when = next_try(self.policy, number, retry_after, self.clock(), delivery.queued_at,
+                        self.config.give_up_after, self.rng)
+        if when is None:
+            return Outcome(result, DeliveryState.FAILED, duration, error_class,
+                           f"gave up after {number} attempt(s) "
+                           f"({self.config.give_up_after:g} s): {message}")
+        return Outcome(result, DeliveryState.QUEUED, duration, error_class, message,
+                       not_before=when)
+
+    def _observe(self, delivery: DueDelivery, number: int, outcome: Outcome,
+                 finished: datetime) -> None:
+        channel = self.name
+        self.metrics.attempts.labels(channel, outcome.result).inc()
+        if outcome.state is DeliveryState.DELIVERED:
+            self.metrics.deliveries.labels(channel, "delivered").inc()
+            latency = (finished - delivery.alert_created_at).total_seconds()
+            self.metrics.latency.labels(channel).observe(max(0.0, latency))
+            self.metrics.last_success.labels(channel).set(finished.timestamp())
+            self.metrics.channel_up.labels(channel).set(1)
+        elif outcome.state in (DeliveryState.FAILED, DeliveryState.UNKNOWN):
+            self.metrics.deliveries.labels(channel, outcome.state.value).inc()
+        level = logging.INFO if outcome.state is not DeliveryState.FAILED else logging.WARNING
+        event(log, f"delivery.{outcome.result}", level, alert=delivery.alert_id,
+              delivery=delivery.id, channel=channel, attempt=number,
+              duration=f"{outcome.duration:.3f}", state=outcome.state.value,
+              error=outcome.message or "")
+
+    async def stop(self, grace: float) -> None:
+        """Start nothing new; give in-flight attempts ``grace`` seconds, then cancel
+        them (they stay `sending` and are recovered at the next start)."""
+        self._stopping = True
+        self.wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        pending = list(self._in_flight.values())
+        if pending:
+            _, still_running = await asyncio.wait(pending, timeout=grace)
+            for task in still_running:
+                task.cancel()
+            await asyncio.gather(*still_running, return_exceptions=True)
+
+
+class Dispatcher:
+    """All lanes of the daemon; recovery at start, wake-ups after changes."""
+
+    def __init__(
+        self,
+        channels: Mapping[str, Channel],
+        configs: Iterable[ChannelConfig],
+        db: Database,
+        metrics: Metrics,
+        scrubber: Scrubber,
+        clock: Clock = utcnow,
+        policy: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.db = db
+        self.configs = {c.name: c for c in configs}
+        self.metrics = metrics
+        rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self.lanes = {
+            name: Lane(channel, self.configs[name], db, metrics, scrubber, clock,
+                       policy or RetryPolicy(), rng)
+            for name, channel in channels.items()
+        }
+
+    async def start(self) -> list[Recovered]:
+        """Resolve what a crash left in `sending`, then start every lane."""
+        recovered = await self.db.run(self.db.store.recover_interrupted, self._unknown_policy,
+                                      utcnow())
+        for item in recovered:
+            event(log, "delivery.recovered", logging.WARNING, delivery=item.delivery_id,
+                  channel=item.channel, attempt=item.attempt, state=item.state.value)
+            if item.state is DeliveryState.UNKNOWN:
+                self.metrics.deliveries.labels(item.channel, "unknown").inc()
+        for lane in self.lanes.values():
+            lane.start()
+        return recovered
+
+    def _unknown_policy(self, channel: str) -> str | None:
+        config = self.configs.get(channel)
+        return config.on_unknown if config is not None else None
+
+    def notify(self, channels: Iterable[str] | None = None) -> None:
+        """Wake the lanes of these channels (all when None)."""
+        for name in channels if channels is not None else self.lanes:
+            lane = self.lanes.get(name)
+            if lane is not None:
+                lane.wake.set()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await asyncio.gather(*(lane.stop(grace) for lane in self.lanes.values()))

@@ -1,0 +1,96 @@
+"""The ledger's schema and its forward migrations.
+
+``MIGRATIONS[n]`` takes a database from version n to n+1. A database is migrated
+forward on open, one transaction per step; a database newer than this code is
+refused (downgrades lose data). Times are UTC ISO 8601 text with microseconds and a
+Z, so they sort as text.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 0 → 1: the first released schema
+    """
+    CREATE TABLE alerts (
+        id              TEXT PRIMARY KEY,          -- ULID
+        template        TEXT NOT NULL,
+        template_sha256 TEXT NOT NULL,
+        variables       TEXT NOT NULL,             -- JSON object of the values entered
+        mode            TEXT NOT NULL CHECK (mode IN ('live', 'exercise')),
+        kind            TEXT NOT NULL CHECK (kind IN ('alert', 'update', 'allclear', 'correction')),
+        severity        TEXT NOT NULL,
+        references_id   TEXT REFERENCES alerts (id),
+        created_by      TEXT NOT NULL,
+        created_at      TEXT NOT NULL,
+        send_at         TEXT,
+        hold            TEXT,              -- why deliveries wait: scheduled, awaiting_approval
+        idempotency_key TEXT,
+        request_hash    TEXT
+    );
+    CREATE INDEX alerts_references ON alerts (references_id);
+    CREATE UNIQUE INDEX alerts_idempotency ON alerts (created_by, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+
+    CREATE TABLE deliveries (
+        id               TEXT PRIMARY KEY,         -- ULID; the idempotency key sent out
+        alert_id         TEXT NOT NULL REFERENCES alerts (id),
+        channel          TEXT NOT NULL,
+        state            TEXT NOT NULL CHECK (state IN
+                            ('queued', 'sending', 'delivered', 'failed', 'unknown', 'cancelled')),
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        headline         TEXT NOT NULL,
+        text             TEXT NOT NULL,            -- exactly what is posted
+        error            TEXT,
+        remote_id        TEXT,
+        url              TEXT,
+        receipt_extra    TEXT,                     -- JSON: what edit/reply/retract need
+        queued_at        TEXT NOT NULL,
+        not_before       TEXT,
+        first_attempt_at TEXT,
+        delivered_at     TEXT,
+        updated_at       TEXT NOT NULL,
+        UNIQUE (alert_id, channel)
+    );
+    CREATE INDEX deliveries_due ON deliveries (channel, state, not_before);
+
+    CREATE TABLE attempts (
+        delivery_id TEXT NOT NULL REFERENCES deliveries (id),
+        number      INTEGER NOT NULL,
+        started_at  TEXT NOT NULL,
+        duration    REAL,
+        result      TEXT,                          -- NULL while under way
+        error_class TEXT,
+        message     TEXT,
+        PRIMARY KEY (delivery_id, number)
+    );
+
+    CREATE TABLE users (
+        id            TEXT PRIMARY KEY,
+        name          TEXT NOT NULL UNIQUE,
+        role          TEXT NOT NULL CHECK (role IN ('viewer', 'officer', 'admin')),
+        token_hash    TEXT,
+        password_hash TEXT,
+        disabled      INTEGER NOT NULL DEFAULT 0,
+        created_at    TEXT NOT NULL
+    );
+
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+
+    CREATE TABLE audit_events (
+        seq       INTEGER PRIMARY KEY,
+        at        TEXT NOT NULL,
+        actor     TEXT NOT NULL,
+        address   TEXT,
+        action    TEXT NOT NULL,
+        subject   TEXT,
+        details   TEXT NOT NULL,                   -- JSON
+        prev_hash TEXT NOT NULL,
+        hash      TEXT NOT NULL
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)

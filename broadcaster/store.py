@@ -1,0 +1,698 @@
+"""The SQLite ledger: every state transition is one method here; nothing else writes SQL.
+
+Alerts, their deliveries (with the exact text), one row per attempt, users and
+the hash-chained audit trail. WAL mode; the accept transaction is committed with
+``synchronous=FULL`` (on disk before the API answers), later transitions with
+NORMAL (durable against a crash of the process; power loss may lose the last
+moments of state changes, never an accepted alert).
+
+The Store is synchronous; the daemon calls it through ``Database.run`` on one
+dedicated thread, so the event loop never waits for a disk flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import functools
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from broadcaster import audit
+from broadcaster.errors import AlreadyRunning, Conflict, NotFound, StoreError, StoreUnavailable
+from broadcaster.models import (
+    Alert,
+    AlertKind,
+    Attempt,
+    Delivery,
+    DeliveryState,
+    Mode,
+    Receipt,
+    Severity,
+)
+from broadcaster.schema import MIGRATIONS, SCHEMA_VERSION
+
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def ts(moment: datetime) -> str:
+    """A timestamp as stored: UTC, microseconds, sortable as text."""
+    return moment.astimezone(UTC).strftime(_TS_FORMAT)
+
+
+def parse_ts(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    return datetime.strptime(text, _TS_FORMAT).replace(tzinfo=UTC)
+
+
+def _ts(text: str) -> datetime:
+    moment = parse_ts(text)
+    assert moment is not None
+    return moment
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    id: str
+    channel: str
+    headline: str
+    text: str
+
+
+@dataclass(frozen=True)
+class NewAlert:
+    """An alert ready to be accepted: validated and rendered, with its deliveries."""
+
+    id: str
+    template: str
+    template_sha256: str
+    variables: Mapping[str, str]
+    mode: Mode
+    kind: AlertKind
+    severity: Severity
+    references: str | None
+    created_by: str
+    created_at: datetime
+    deliveries: tuple[NewDelivery, ...]
+    send_at: datetime | None = None
+    hold: str | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    actor: str
+    action: str
+    subject: str | None = None
+    address: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DueDelivery:
+    """A queued delivery whose turn has come, with what its channel needs."""
+
+    id: str
+    alert_id: str
+    channel: str
+    attempts: int
+    headline: str
+    text: str
+    kind: AlertKind
+    mode: Mode
+    severity: Severity
+    references: str | None
+    alert_created_at: datetime
+    queued_at: datetime
+    reply_to: Receipt | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended and where the delivery goes next."""
+
+    result: str  # delivered | retryable | permanent | unknown
+    state: DeliveryState
+    duration: float
+    error_class: str | None = None
+    message: str | None = None
+    receipt: Receipt | None = None
+    not_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Recovered:
+    delivery_id: str
+    channel: str
+    attempt: int
+    state: DeliveryState
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    name: str
+    role: str
+    token_hash: str | None
+    password_hash: str | None
+    disabled: bool
+    created_at: datetime
+
+
+_STORE_FULL_HINTS = ("disk is full", "database or disk is full")
+
+
+def _unavailable(exc: sqlite3.Error, path: Path) -> StoreUnavailable:
+    message = str(exc)
+    if any(hint in message for hint in _STORE_FULL_HINTS):
+        why = "the disk is full"
+    elif "readonly" in message or "read-only" in message:
+        why = "the database is not writable"
+    elif "unable to open" in message:
+        why = "the database file cannot be opened"
+    else:
+        why = f"the database failed ({message})"
+    return StoreUnavailable(f"cannot persist to {path}: {why}; nothing was accepted")
+
+
+class Store:
+    """One SQLite database. Not thread-safe: use it from one thread at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                str(path), isolation_level=None, check_same_thread=False, timeout=5.0
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise _unavailable(exc, path) from None
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot open {path}: {exc.strerror}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- plumbing -------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this broadcaster "
+                f"({SCHEMA_VERSION}); upgrade broadcaster or restore a backup"
+            )
+        for step in range(version, SCHEMA_VERSION):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(MIGRATIONS[step]):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version={step + 1}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def _write(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction; durable=True waits for the disk before returning."""
+        try:
+            if durable:
+                self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _unavailable(exc, self.path) from None
+        try:
+            yield self._db
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise _unavailable(exc, self.path) from None
+        except BaseException:
+            self._rollback()
+            raise
+        finally:
+            if durable:
+                with suppress(sqlite3.Error):
+                    self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def _rollback(self) -> None:
+        with suppress(sqlite3.Error):
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            cursor = self._db.execute(sql, params)
+            cursor.row_factory = sqlite3.Row
+            return cursor.fetchall()
+        except sqlite3.Error as exc:
+            raise _unavailable(exc, self.path) from None
+
+    def check_writable(self, now: datetime) -> None:
+        """Prove the database takes a write now (readiness); StoreUnavailable if not."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('ready_probe', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (ts(now),),
+            )
+
+    # -- accepting ------------------------------------------------------------
+
+    def accept_alert(self, alert: NewAlert, entry: AuditEntry) -> tuple[str, bool]:
+        """Commit an alert, its deliveries and its audit event in one durable transaction.
+
+        An all-clear or correction cancels the still-queued deliveries of every alert
+        in the thread it follows up. With an idempotency key already used by the same
+        user, returns the earlier alert's id and False instead (Conflict when the
+        request differs). Returns (alert id, created).
+        """
+        with self._write(durable=True) as db:
+            if alert.idempotency_key is not None:
+                row = db.execute(
+                    "SELECT id, request_hash FROM alerts WHERE created_by = ? AND "
+                    "idempotency_key = ?", (alert.created_by, alert.idempotency_key),
+                ).fetchone()
+                if row is not None:
+                    if row[1] != alert.request_hash:
+                        raise Conflict(
+                            "this Idempotency-Key was already used for a different request; "
+                            "use a new key for a new alert"
+                        )
+                    return str(row[0]), False
+            if alert.references is not None:
+                exists = db.execute("SELECT 1 FROM alerts WHERE id = ?", (alert.references,))
+                if exists.fetchone() is None:
+                    raise NotFound(f"alert {alert.references} not found")
+            created = ts(alert.created_at)
+            db.execute(
+                "INSERT INTO alerts (id, template, template_sha256, variables, mode, kind, "
+                "severity, references_id, created_by, created_at, send_at, hold, "
+                "idempotency_key, request_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (alert.id, alert.template, alert.template_sha256,
+                 json.dumps(dict(alert.variables), ensure_ascii=False), alert.mode.value,
+                 alert.kind.value, alert.severity.value, alert.references, alert.created_by,
+                 created, ts(alert.send_at) if alert.send_at else None, alert.hold,
+                 alert.idempotency_key, alert.request_hash),
+            )
+            not_before = ts(alert.send_at) if alert.send_at else None
+            db.executemany(
+                "INSERT INTO deliveries (id, alert_id, channel, state, headline, text, "
+                "queued_at, not_before, updated_at) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+                [(d.id, alert.id, d.channel, d.headline, d.text, created, not_before, created)
+                 for d in alert.deliveries],
+            )
+            if alert.kind.supersedes and alert.references is not None:
+                self._cancel_thread(db, alert.references, alert.id, alert.kind, created)
+            self._append_audit(db, entry, alert.created_at)
+        return alert.id, True
+
+    def _cancel_thread(
+        self, db: sqlite3.Connection, references: str, by_alert: str, kind: AlertKind, now: str
+    ) -> None:
+        root = references
+        while True:
+            row = db.execute("SELECT references_id FROM alerts WHERE id = ?", (root,)).fetchone()
+            if row is None or row[0] is None:
+                break
+            root = row[0]
+        label = "all-clear" if kind is AlertKind.ALLCLEAR else "correction"
+        db.execute(
+            """
+            WITH RECURSIVE thread(id) AS (
+                SELECT ? UNION SELECT a.id FROM alerts a JOIN thread t ON a.references_id = t.id
+            )
+            UPDATE deliveries SET state = 'cancelled', error = ?, updated_at = ?
+            WHERE state = 'queued' AND alert_id IN (SELECT id FROM thread) AND alert_id != ?
+            """,
+            (root, f"superseded by {label} {by_alert} before it was sent", now, by_alert),
+        )
+
+    # -- the dispatcher's transitions ------------------------------------------
+
+    def due_deliveries(self, channel: str, now: datetime, limit: int) -> list[DueDelivery]:
+        """Queued deliveries of this channel that may go now, oldest first.
+
+        A follow-up waits while the message it follows up is still queued or being
+        sent on the same channel, so that it can be threaded to it.
+        """
+        rows = self._read(
+            """
+            SELECT d.id, d.alert_id, d.channel, d.attempts, d.headline, d.text, d.queued_at,
+                   a.kind, a.mode, a.severity, a.references_id, a.created_at
+            FROM deliveries d JOIN alerts a ON a.id = d.alert_id
+            WHERE d.channel = ? AND d.state = 'queued' AND a.hold IS NULL
+              AND (d.not_before IS NULL OR d.not_before <= ?)
+              AND NOT EXISTS (
+                  SELECT 1 FROM deliveries p
+                  WHERE p.alert_id = a.references_id AND p.channel = d.channel
+                    AND p.state IN ('queued', 'sending'))
+            ORDER BY d.queued_at, d.id LIMIT ?
+            """,
+            (channel, ts(now), limit),
+        )
+        return [
+            DueDelivery(
+                id=r["id"], alert_id=r["alert_id"], channel=r["channel"], attempts=r["attempts"],
+                headline=r["headline"], text=r["text"], kind=AlertKind(r["kind"]),
+                mode=Mode(r["mode"]), severity=Severity(r["severity"]),
+                references=r["references_id"], alert_created_at=_ts(r["created_at"]),
+                queued_at=_ts(r["queued_at"]),
+                reply_to=self.thread_receipt(r["references_id"], channel),
+            )
+            for r in rows
+        ]
+
+    def thread_receipt(self, alert_id: str | None, channel: str) -> Receipt | None:
+        """The receipt to reply to: the referenced alert's post on this channel, or,
+        when that was not delivered, the nearest delivered one up the thread."""
+        seen: set[str] = set()
+        while alert_id is not None and alert_id not in seen:
+            seen.add(alert_id)
+            rows = self._read(
+                "SELECT d.remote_id, d.url, d.receipt_extra, a.references_id FROM alerts a "
+                "LEFT JOIN deliveries d ON d.alert_id = a.id AND d.channel = ? "
+                "AND d.state = 'delivered' WHERE a.id = ?", (channel, alert_id),
+            )
+            if not rows:
+                return None
+            row = rows[0]
+            if row["remote_id"] is not None:
+                return Receipt(row["remote_id"], row["url"], json.loads(row["receipt_extra"]
+                                                                        or "{}"))
+            alert_id = row["references_id"]
+        return None
+
+    def next_due_at(self, channel: str, now: datetime) -> datetime | None:
+        """When the next delivery of this channel that waits for a time becomes due."""
+        rows = self._read(
+            "SELECT MIN(d.not_before) FROM deliveries d JOIN alerts a ON a.id = d.alert_id "
+            "WHERE d.channel = ? AND d.state = 'queued' AND a.hold IS NULL "
+            "AND d.not_before > ?", (channel, ts(now)),
+        )
+        return parse_ts(rows[0][0]) if rows else None
+
+    def mark_sending(self, delivery_id: str, attempt: int, now: datetime) -> bool:
+        """Record that attempt n starts, before the network call. False if the
+        delivery is no longer queued (cancelled meanwhile)."""
+        with self._write() as db:
+            changed = db.execute(
+                "UPDATE deliveries SET state = 'sending', attempts = ?, "
+                "first_attempt_at = COALESCE(first_attempt_at, ?), updated_at = ? "
+                "WHERE id = ? AND state = 'queued'",
+                (attempt, ts(now), ts(now), delivery_id),
+            ).rowcount
+            if changed:
+                db.execute(
+                    "INSERT INTO attempts (delivery_id, number, started_at) VALUES (?, ?, ?)",
+                    (delivery_id, attempt, ts(now)),
+                )
+        return bool(changed)
+
+    def finish_attempt(
+        self, delivery_id: str, attempt: int, outcome: Outcome, now: datetime
+    ) -> bool:
+        """Record how attempt n ended and move the delivery on; False if stale."""
+        receipt = outcome.receipt
+        with self._write() as db:
+            changed = db.execute(
+                "UPDATE deliveries SET state = ?, error = ?, not_before = ?, updated_at = ?, "
+                "remote_id = COALESCE(?, remote_id), url = COALESCE(?, url), "
+                "receipt_extra = COALESCE(?, receipt_extra), "
+                "delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END "
+                "WHERE id = ? AND state = 'sending' AND attempts = ?",
+                (outcome.state.value, outcome.message if outcome.state != DeliveryState.DELIVERED
+                 else None, ts(outcome.not_before) if outcome.not_before else None, ts(now),
+                 receipt.remote_id if receipt else None, receipt.url if receipt else None,
+                 json.dumps(dict(receipt.extra)) if receipt and receipt.extra else None,
+                 outcome.state.value, ts(now), delivery_id, attempt),
+            ).rowcount
+            db.execute(
+                "UPDATE attempts SET duration = ?, result = ?, error_class = ?, message = ? "
+                "WHERE delivery_id = ? AND number = ?",
+                (outcome.duration, outcome.result, outcome.error_class, outcome.message,
+                 delivery_id, attempt),
+            )
+        return bool(changed)
+
+    def recover_interrupted(
+        self, policy: Callable[[str], str | None], now: datetime
+    ) -> list[Recovered]:
+        """After a crash: every delivery left in `sending` goes back to the queue when
+        its channel may resend (policy returns "retry"), else becomes `unknown`."""
+        recovered: list[Recovered] = []
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT id, channel, attempts FROM deliveries WHERE state = 'sending'"
+            ).fetchall()
+            for delivery_id, channel, attempt in rows:
+                verdict = policy(channel)
+                state = DeliveryState.QUEUED if verdict == "retry" else DeliveryState.UNKNOWN
+                why = (f"broadcaster stopped during attempt {attempt}; whether the platform "
+                       "received it is unknown")
+                if verdict is None:
+                    why += f" (channel {channel!r} is no longer configured)"
+                db.execute(
+                    "UPDATE deliveries SET state = ?, error = ?, not_before = NULL, "
+                    "updated_at = ? WHERE id = ?", (state.value, why, ts(now), delivery_id),
+                )
+                db.execute(
+                    "UPDATE attempts SET result = 'interrupted', message = ? "
+                    "WHERE delivery_id = ? AND number = ? AND result IS NULL",
+                    (why, delivery_id, attempt),
+                )
+                recovered.append(Recovered(delivery_id, channel, attempt, state))
+        return recovered
+
+    # -- officers' actions ----------------------------------------------------
+
+    def retry_delivery(self, delivery_id: str, entry: AuditEntry, now: datetime) -> Delivery:
+        """Queue a failed or unknown delivery again, by an officer's decision."""
+        with self._write() as db:
+            row = db.execute("SELECT state FROM deliveries WHERE id = ?",
+                             (delivery_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"delivery {delivery_id} not found")
+            if row[0] not in (DeliveryState.FAILED, DeliveryState.UNKNOWN):
+                raise Conflict(f"delivery {delivery_id} is {row[0]}; only failed or unknown "
+                               "deliveries can be retried")
+            db.execute(
+                "UPDATE deliveries SET state = 'queued', not_before = NULL, queued_at = ?, "
+                "updated_at = ? WHERE id = ?", (ts(now), ts(now), delivery_id),
+            )
+            self._append_audit(db, entry, now)
+        return self.get_delivery(delivery_id)
+
+    # -- reading --------------------------------------------------------------
+
+    def get_delivery(self, delivery_id: str) -> Delivery:
+        rows = self._read("SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
+        if not rows:
+            raise NotFound(f"delivery {delivery_id} not found")
+        return _delivery(rows[0])
+
+    def get_alert(self, alert_id: str) -> Alert:
+        rows = self._read("SELECT * FROM alerts WHERE id = ?", (alert_id,))
+        if not rows:
+            raise NotFound(f"alert {alert_id} not found")
+        return self._alerts(rows)[0]
+
+    def list_alerts(self, limit: int = 50, before: str | None = None) -> list[Alert]:
+        """Newest first; ``before`` is the id of the last alert of the previous page."""
+        if before is None:
+            rows = self._read("SELECT * FROM alerts ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._read("SELECT * FROM alerts WHERE id < ? ORDER BY id DESC LIMIT ?",
+                              (before, limit))
+        return self._alerts(rows)
+
+    def attempts(self, delivery_id: str) -> list[Attempt]:
+        rows = self._read(
+            "SELECT * FROM attempts WHERE delivery_id = ? ORDER BY number", (delivery_id,)
+        )
+        return [
+            Attempt(number=r["number"], started_at=_ts(r["started_at"]), duration=r["duration"],
+                    result=r["result"] or "sending", error_class=r["error_class"],
+                    message=r["message"])
+            for r in rows
+        ]
+
+    def delivery_counts(self) -> dict[tuple[str, str], int]:
+        """(channel, state) → number of deliveries, for the gauges."""
+        rows = self._read("SELECT channel, state, COUNT(*) FROM deliveries GROUP BY 1, 2")
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    def _alerts(self, rows: Sequence[sqlite3.Row]) -> list[Alert]:
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        marks = ",".join("?" * len(ids))
+        deliveries: dict[str, list[Delivery]] = {i: [] for i in ids}
+        for row in self._read(
+            f"SELECT * FROM deliveries WHERE alert_id IN ({marks}) ORDER BY channel", ids  # noqa: S608
+        ):
+            deliveries[row["alert_id"]].append(_delivery(row))
+        return [
+            Alert(
+                id=r["id"], template=r["template"], template_sha256=r["template_sha256"],
+                variables=json.loads(r["variables"]), mode=Mode(r["mode"]),
+                kind=AlertKind(r["kind"]), severity=Severity(r["severity"]),
+                references=r["references_id"], created_by=r["created_by"],
+                created_at=_ts(r["created_at"]), send_at=parse_ts(r["send_at"]),
+                hold=r["hold"], deliveries=tuple(deliveries[r["id"]]),
+            )
+            for r in rows
+        ]
+
+    # -- users ----------------------------------------------------------------
+
+    def add_user(self, user: User, entry: AuditEntry) -> None:
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM users WHERE name = ?", (user.name,)).fetchone():
+                raise Conflict(f"user {user.name!r} exists already")
+            db.execute(
+                "INSERT INTO users (id, name, role, token_hash, password_hash, disabled, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (user.id, user.name, user.role, user.token_hash, user.password_hash,
+                 int(user.disabled), ts(user.created_at)),
+            )
+            self._append_audit(db, entry, user.created_at)
+
+    def get_user(self, user_id: str) -> User | None:
+        rows = self._read("SELECT * FROM users WHERE id = ?", (user_id,))
+        return _user(rows[0]) if rows else None
+
+    def find_user(self, name: str) -> User | None:
+        rows = self._read("SELECT * FROM users WHERE name = ?", (name,))
+        return _user(rows[0]) if rows else None
+
+    def list_users(self) -> list[User]:
+        return [_user(r) for r in self._read("SELECT * FROM users ORDER BY name")]
+
+    def set_user_disabled(self, name: str, disabled: bool, entry: AuditEntry,
+                          now: datetime) -> None:
+        with self._write() as db:
+            changed = db.execute("UPDATE users SET disabled = ? WHERE name = ?",
+                                 (int(disabled), name)).rowcount
+            if not changed:
+                raise NotFound(f"user {name!r} not found")
+            self._append_audit(db, entry, now)
+
+    # -- audit ----------------------------------------------------------------
+
+    def record_audit(self, entry: AuditEntry, now: datetime) -> None:
+        """An audit event on its own (logins, template approvals)."""
+        with self._write() as db:
+            self._append_audit(db, entry, now)
+
+    def _append_audit(self, db: sqlite3.Connection, entry: AuditEntry, now: datetime) -> None:
+        last = db.execute("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
+                          ).fetchone()
+        seq, prev_hash = (last[0] + 1, last[1]) if last else (1, audit.GENESIS)
+        details = audit.canonical_details(entry.details)
+        at = ts(now)
+        digest = audit.event_hash(prev_hash, seq, at, entry.actor, entry.address, entry.action,
+                                  entry.subject, details)
+        db.execute(
+            "INSERT INTO audit_events (seq, at, actor, address, action, subject, details, "
+            "prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (seq, at, entry.actor, entry.address, entry.action, entry.subject, details,
+             prev_hash, digest),
+        )
+
+    def audit_events(self, limit: int | None = None) -> list[audit.AuditEvent]:
+        sql = "SELECT * FROM audit_events ORDER BY seq DESC"
+        rows = self._read(sql + " LIMIT ?", (limit,)) if limit else self._read(sql)
+        return [
+            audit.AuditEvent(r["seq"], r["at"], r["actor"], r["address"], r["action"],
+                             r["subject"], json.loads(r["details"]), r["prev_hash"], r["hash"])
+            for r in rows
+        ]
+
+    def verify_audit(self) -> audit.Break | None:
+        rows = self._read(
+            "SELECT seq, at, actor, address, action, subject, details, prev_hash, hash "
+            "FROM audit_events ORDER BY seq"
+        )
+        return audit.first_broken(tuple(r) for r in rows)
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (executescript would commit)."""
+    statements, current = [], []
+    for line in script.splitlines():
+        current.append(line)
+        if sqlite3.complete_statement("\n".join(current)):
+            statement = "\n".join(current).strip()
+            if statement:
+                statements.append(statement)
+            current = []
+    return statements
+
+
+def _delivery(row: sqlite3.Row) -> Delivery:
+    receipt = None
+    if row["remote_id"] is not None or row["url"] is not None:
+        receipt = Receipt(row["remote_id"], row["url"], json.loads(row["receipt_extra"] or "{}"))
+    return Delivery(
+        id=row["id"], alert_id=row["alert_id"], channel=row["channel"],
+        state=DeliveryState(row["state"]), attempts=row["attempts"], headline=row["headline"],
+        text=row["text"], error=row["error"], receipt=receipt, queued_at=_ts(row["queued_at"]),
+        not_before=parse_ts(row["not_before"]), first_attempt_at=parse_ts(row["first_attempt_at"]),
+        delivered_at=parse_ts(row["delivered_at"]),
+    )
+
+
+def _user(row: sqlite3.Row) -> User:
+    return User(id=row["id"], name=row["name"], role=row["role"], token_hash=row["token_hash"],
+                password_hash=row["password_hash"], disabled=bool(row["disabled"]),
+                created_at=_ts(row["created_at"]))
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Database:
+    """The Store behind one dedicated thread, for use from the event loop."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
+
+    async def run(self, method: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(method, *args,
+                                                                            **kwargs))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.store.close()
+
+
+class DaemonLock:
+    """Only one daemon per database: an exclusive lock on ``<database>.lock``."""
+
+    def __init__(self, database: Path) -> None:
+        self.path = database.with_name(database.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise AlreadyRunning(
+                f"another broadcaster daemon (pid {holder}) is using {self.path.with_suffix('')}"
+                "; stop it first — two daemons on one database are not supported"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode("ascii"))
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
