@@ -19,6 +19,7 @@ from aiohttp import web
 from broadcaster import __version__
 from broadcaster.accept import AlertRequest
 from broadcaster.appkeys import (
+    CATALOG,
     CHANNELS,
     CLOCK,
     COMPOSER,
@@ -244,6 +245,34 @@ async def post_alert(request: web.Request) -> web.Response:
 
 
 @requires("officer")
+async def preview_alert(request: web.Request) -> web.Response:
+    """What each channel would post, with lengths and problems; nothing is stored."""
+    app = request.app
+    body = await json_body(request)
+    reference = None
+    if body.get("references") is not None:
+        database = app[DATABASE]
+        reference = await database.run(database.store.get_alert, str(body.pop("references")))
+    alert_request = _alert_request(body, followup=reference)
+    prepared = app[COMPOSER].prepare(alert_request, app[CLOCK](), reference)
+    snapshot = app[CATALOG].snapshot()
+    return web.json_response({
+        "template": prepared.template.id,
+        "title": prepared.template.title,
+        "approval": snapshot.approval(prepared.template).label,
+        "mode": prepared.mode.value,
+        "kind": alert_request.kind.value,
+        "channels": [
+            {"channel": p.channel, "kind": p.kind, "headline": p.composed.headline,
+             "text": p.composed.text, "length": p.composed.length, "limit": p.composed.limit,
+             "problems": list(p.problems)}
+            for p in prepared.previews
+        ],
+        "problems": prepared.problems,
+    }, dumps=_dumps)
+
+
+@requires("officer")
 async def post_followup(request: web.Request) -> web.Response:
     database = request.app[DATABASE]
     reference = await database.run(database.store.get_alert, request.match_info["id"])
@@ -340,6 +369,7 @@ def parse_time(value: str, field: str) -> datetime:
 def add_routes(app: web.Application) -> None:
     app.add_routes([
         web.post("/api/v1/alerts", post_alert),
+        web.post("/api/v1/alerts/preview", preview_alert),
         web.get("/api/v1/alerts", list_alerts),
         web.get("/api/v1/alerts/{id}", get_alert),
         web.post("/api/v1/alerts/{id}/followups", post_followup),

@@ -269,8 +269,8 @@ def _parse_service(table: Any, path: Path) -> ServiceConfig:
 
 def _parse_listen(value: str) -> Listen:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError('must be "HOST:PORT", e.g. "127.0.0.1:8080"')
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError('must be "HOST:PORT", e.g. "127.0.0.1:8080" (port 0: any free port)')
     return Listen(host=host.strip("[]"), port=int(port))
 
 

@@ -127,7 +127,10 @@ class ChannelKind:
 
 
 class Channel(abc.ABC):
-    """One configured channel. Subclasses make one call per method and classify."""
+    """One configured channel. Subclasses make one call per method and classify.
+
+    Each module sets ``kind`` on its class right after defining its KIND.
+    """
 
     kind: ChannelKind
 
@@ -167,11 +170,10 @@ class Channel(abc.ABC):
 
     def secrets(self) -> list[str]:
         """Every secret value of this channel, so errors and logs can be scrubbed."""
-        return [
-            getattr(self.config.settings, key).reveal()
-            for key in self.kind.secret_keys()
-            if getattr(self.config.settings, key) is not None
-        ]
+        from broadcaster.config import Secret
+
+        values = (getattr(self.config.settings, f.name) for f in fields(self.config.settings))
+        return [value.reveal() for value in values if isinstance(value, Secret)]
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: datetime | None = None) -> float | None:

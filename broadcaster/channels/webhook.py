@@ -134,3 +134,4 @@ KIND = ChannelKind(
     rate=20.0,
     max_in_flight=4,
 )
+WebhookChannel.kind = KIND

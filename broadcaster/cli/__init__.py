@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from broadcaster import __version__
-from broadcaster.cli import channels_cmd, templates_cmd
+from broadcaster.cli import admin_cmd, alerts_cmd, channels_cmd, service_cmd, templates_cmd
 from broadcaster.cli.common import EXIT_FAILURE, EXIT_INVALID, CommandFailed, err
 from broadcaster.errors import (
     BroadcasterError,
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"broadcaster {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (channels_cmd, templates_cmd):
+    for module in (service_cmd, alerts_cmd, templates_cmd, channels_cmd, admin_cmd):
         module.register(commands)
     return parser
 
@@ -47,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except EOFError:
+        err("error: no answer; not sent")
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,9 +28,10 @@ async def running_sandbox(options: SandboxOptions) -> AsyncIterator[RunningSandb
     state = SandboxState()
     app = create_sandbox_app(options, state)
     # A hung or dropped request must end when its client gives up.
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
+                           shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, options.host, options.port, shutdown_timeout=1.0)
+    site = web.TCPSite(runner, options.host, options.port)
     await site.start()
     port = runner.addresses[0][1]
     try:

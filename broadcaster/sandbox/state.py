@@ -67,15 +67,19 @@ class Post:
 
 
 class StandIn(Protocol):
-    """A platform's stand-in: its routes and how its platform answers errors."""
+    """A platform's stand-in: its routes and how its platform answers errors.
+
+    Error answers echo the request path, as several platforms do, so tests can
+    prove that no secret (Telegram's token is in the path) leaks from them.
+    """
 
     platform: str
 
     def routes(self) -> list[web.RouteDef]: ...
 
-    def error_response(self, status: int) -> web.Response: ...
+    def error_response(self, request: web.Request, status: int) -> web.Response: ...
 
-    def ratelimit_response(self, seconds: float) -> web.Response: ...
+    def ratelimit_response(self, request: web.Request, seconds: float) -> web.Response: ...
 
 
 class SandboxState:
@@ -173,9 +177,9 @@ async def apply_faults(
         await asyncio.sleep((fault.value or 0) / 1000)
         return None
     if fault.kind is FaultKind.ERROR:
-        return stand_in.error_response(int(fault.value or 500))
+        return stand_in.error_response(request, int(fault.value or 500))
     if fault.kind is FaultKind.RATELIMIT:
-        return stand_in.ratelimit_response(fault.value or 1)
+        return stand_in.ratelimit_response(request, fault.value or 1)
     if fault.kind is FaultKind.HANG:
         # The server runs with handler cancellation: this ends when the client gives up.
         await asyncio.Event().wait()

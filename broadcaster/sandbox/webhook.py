@@ -30,10 +30,11 @@ class WebhookStandIn:
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/webhook/{name}", self.receive)]
 
-    def error_response(self, status: int) -> web.Response:
-        return web.json_response({"error": f"sandbox error {status}"}, status=status)
+    def error_response(self, request: web.Request, status: int) -> web.Response:
+        return web.json_response({"error": f"sandbox error {status} for {request.path_qs}"},
+                                 status=status)
 
-    def ratelimit_response(self, seconds: float) -> web.Response:
+    def ratelimit_response(self, request: web.Request, seconds: float) -> web.Response:
         return web.json_response(
             {"error": "too many requests"}, status=429,
             headers={"Retry-After": str(max(1, round(seconds)))},

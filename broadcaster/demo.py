@@ -1,0 +1,150 @@
+"""`broadcaster demo`: the whole system on one machine in a few seconds.
+
+Starts a sandbox and the daemon (in this process) on a temporary database with a
+demo configuration whose channels all point at the sandbox, sends one exercise
+alert from the shipped templates, and prints the outcome per channel. Without
+--once it keeps running and prints the URLs to look at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from broadcaster import logs
+from broadcaster.app import create_app
+from broadcaster.auth import new_token, new_user_id
+from broadcaster.cli.common import table
+from broadcaster.config import load_config
+from broadcaster.models import utcnow
+from broadcaster.sandbox.app import SandboxOptions
+from broadcaster.sandbox.server import RunningSandbox, running_sandbox
+from broadcaster.store import AuditEntry, Store, User
+from broadcaster.templates import load_templates
+
+DEMO_TEMPLATE = "evakuierung"
+FINAL = {"delivered", "failed", "unknown", "cancelled"}
+DEADLINE_SECONDS = 60.0
+
+
+def demo_config(sandbox: RunningSandbox, directory: Path, templates: Path) -> str:
+    """A configuration whose channels all go to the sandbox, exercise only."""
+    (directory / "webhook_secret").write_text(SandboxOptions().webhook_secret)
+    return f"""
+[service]
+city = "Stadt Koblenz"
+info_url = "https://www.koblenz.de/warnung"
+listen = "127.0.0.1:0"
+database = "{directory / 'demo.db'}"
+templates = "{templates}"
+
+[[channel]]
+name = "leitstelle"
+kind = "webhook"
+exercise = true
+url = "{sandbox.url}/webhook/leitstelle"
+secret = {{ file = "webhook_secret" }}
+
+[[channel]]
+name = "radio"
+kind = "webhook"
+exercise = true
+languages = ["de", "en"]
+url = "{sandbox.url}/webhook/radio"
+secret = {{ file = "webhook_secret" }}
+"""
+
+
+def _default_templates() -> Path:
+    local = Path("templates")
+    if local.is_dir():
+        return local.resolve()
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+async def demo(once: bool, templates: Path | None = None) -> int:
+    templates = (templates or _default_templates()).resolve()
+    template = load_templates(templates).get(DEMO_TEMPLATE)
+    logs.setup("text", [], level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="broadcaster-demo-") as folder:
+        directory = Path(folder)
+        async with running_sandbox(SandboxOptions(port=0, smtp_port=0)) as sandbox:
+            config_path = directory / "channels.toml"
+            config_path.write_text(demo_config(sandbox, directory, templates), encoding="utf-8")
+            config = load_config(config_path)
+            token = _demo_user(config.service.database)
+            runner = web.AppRunner(create_app(config), access_log=None)
+            await runner.setup()
+            try:
+                site = web.TCPSite(runner, "127.0.0.1", 0)
+                await site.start()
+                url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+                alert = await _send_and_follow(url, token, template.id,
+                                               template.example_values())
+                print(_outcome(alert, sandbox))
+                delivered = alert["state"] == "delivered"
+                if once:
+                    return 0 if delivered else 1
+                print(f"\nDaemon:   {url}  (token: {token})\nSandbox:  {sandbox.url}/_sandbox/"
+                      f"\nMetrics:  {url}/metrics\n\nCtrl-C stops the demo.", flush=True)
+                await asyncio.Event().wait()
+            finally:
+                await runner.cleanup()
+    return 0
+
+
+def _demo_user(database: Path) -> str:
+    store = Store(database)
+    try:
+        user_id = new_user_id()
+        token, token_hash = new_token(user_id)
+        store.add_user(
+            User(id=user_id, name="demo-officer", role="admin", token_hash=token_hash,
+                 password_hash=None, disabled=False, created_at=utcnow()),
+            AuditEntry(actor="demo", action="user.add", subject="demo-officer"),
+        )
+        return token
+    finally:
+        store.close()
+
+
+async def _send_and_follow(url: str, token: str, template: str,
+                           values: dict[str, str]) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(url, headers=headers) as session:
+        body = {"template": template, "variables": values, "mode": "exercise"}
+        async with session.post("/api/v1/alerts", json=body) as response:
+            alert: dict[str, Any] = await response.json()
+            if response.status != 201:
+                print(f"the demo alert was refused: {alert}", file=sys.stderr)
+                return alert
+        print(f"Exercise alert {alert['id']} ({template}) accepted; delivering …", flush=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DEADLINE_SECONDS
+        while loop.time() < deadline:
+            async with session.get(f"/api/v1/alerts/{alert['id']}") as response:
+                alert = await response.json()
+            if all(d["state"] in FINAL for d in alert["deliveries"]):
+                break
+            await asyncio.sleep(0.1)
+        return alert
+
+
+def _outcome(alert: dict[str, Any], sandbox: RunningSandbox) -> str:
+    if "deliveries" not in alert:
+        return "no deliveries"
+    received = {(p.extra.get("id"), p.target) for p in sandbox.state.posts}
+    rows = [
+        (d["channel"], d["state"], d["attempts"], d["remote_id"] or "",
+         (d["error"] or "")[:60])
+        for d in alert["deliveries"]
+    ]
+    summary = f"\n{len(received)} post(s) received by the sandbox; alert state: {alert['state']}"
+    return "\n" + table(("channel", "state", "attempts", "remote id", "error"), rows) + summary
