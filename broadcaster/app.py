@@ -15,7 +15,7 @@ from datetime import datetime
 
 from aiohttp import web
 
-from broadcaster import __version__, api, lengths
+from broadcaster import __version__, api
 from broadcaster.accept import Composer
 from broadcaster.appkeys import (
     CATALOG,
@@ -25,6 +25,7 @@ from broadcaster.appkeys import (
     CONFIG,
     DATABASE,
     DISPATCHER,
+    HEALTH,
     METRICS,
     SCRUBBER,
 )
@@ -33,6 +34,7 @@ from broadcaster.channels import KINDS
 from broadcaster.channels.base import Channel
 from broadcaster.config import Config
 from broadcaster.dispatch import Dispatcher
+from broadcaster.health import HealthBoard
 from broadcaster.logs import Scrubber, event
 from broadcaster.metrics import Metrics
 from broadcaster.models import utcnow
@@ -57,6 +59,7 @@ def create_app(
     app[SCRUBBER].add(config.secret_values())
     app[METRICS] = Metrics([c.name for c in config.enabled_channels()], __version__)
     app[CATALOG] = Catalog(config.service.templates)
+    app[HEALTH] = HealthBoard([c.name for c in config.enabled_channels()], app[METRICS])
     app.cleanup_ctx.extend([_lock, _ledger, _channels, _dispatcher])
     api.add_routes(app)
     return app
@@ -87,10 +90,7 @@ async def _channels(app: web.Application) -> AsyncIterator[None]:
             app[SCRUBBER].add(channel.secrets())
         app[COMPOSER] = Composer(app[CONFIG], app[CATALOG], channels)
         app[CATALOG].snapshot()
-        # Load the slow length tables off the loop, so the first preview is quick.
-        warm_up = asyncio.get_running_loop().run_in_executor(None, lengths.warm_up)
         yield
-        await warm_up
     finally:
         await asyncio.gather(*(channel.close() for channel in channels.values()),
                              return_exceptions=True)
@@ -99,7 +99,7 @@ async def _channels(app: web.Application) -> AsyncIterator[None]:
 async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
     channels: dict[str, Channel] = app[CHANNELS]
     dispatcher = Dispatcher(channels, app[CONFIG].enabled_channels(), app[DATABASE],
-                            app[METRICS], app[SCRUBBER], clock=app[CLOCK])
+                            app[METRICS], app[SCRUBBER], clock=app[CLOCK], health=app[HEALTH])
     app[DISPATCHER] = dispatcher
     await dispatcher.start()
     event(log, "daemon.ready", channels=",".join(channels),

@@ -12,6 +12,7 @@ from broadcaster.catalog import Catalog
 from broadcaster.channels.base import Channel
 from broadcaster.config import Config
 from broadcaster.dispatch import Dispatcher
+from broadcaster.health import HealthBoard
 from broadcaster.logs import Scrubber
 from broadcaster.metrics import Metrics
 from broadcaster.store import Database, User
@@ -25,6 +26,7 @@ DATABASE = web.AppKey("database", Database)
 CHANNELS = web.AppKey("channels", dict[str, Channel])
 COMPOSER = web.AppKey("composer", Composer)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+HEALTH = web.AppKey("health", HealthBoard)
 
 # Per request: the authenticated user.
 USER = "broadcaster.user"

@@ -140,9 +140,26 @@ def config_path(explicit: str | None) -> Path:
     return Path(explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
 
 
-def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a configuration file; raises ConfigError."""
+class _StructureOnly(dict[str, str]):
+    """The environment given when secrets are to be checked in form only."""
+
+
+# Commands that need the file's structure but no credentials (users, audit,
+# templates) check each secret reference's form and leave its value empty, so an
+# administrator or the press office can run them without the service's secrets.
+STRUCTURE_ONLY: Mapping[str, str] = _StructureOnly()
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None, *,
+                resolve_secrets: bool = True) -> Config:
+    """Read and validate a configuration file; raises ConfigError.
+
+    With resolve_secrets=False, secret references are checked in form only and
+    every Secret is empty.
+    """
     environ = os.environ if environ is None else environ
+    if not resolve_secrets:
+        environ = STRUCTURE_ONLY
     name = str(path)
     try:
         raw = path.read_bytes()
@@ -243,8 +260,9 @@ def _parse_service(table: Any, path: Path) -> ServiceConfig:
     if values["log_format"] not in ("text", "json"):
         raise fail("log_format", 'must be "text" or "json"')
     modes = values["require_second_officer"]
-    if not isinstance(modes, list) or any(m not in ("live", "exercise") for m in modes):
-        raise fail("require_second_officer", 'must be a list of modes, e.g. ["live"]')
+    if not isinstance(modes, list) or any(m != "live" for m in modes):
+        raise fail("require_second_officer",
+                   'must be ["live"] or [] (exercise alerts are never held)')
     retention = values["retention_days"]
     if not isinstance(retention, int) or isinstance(retention, bool) or retention < 1:
         raise fail("retention_days", "must be a whole number of days, at least 1")
@@ -350,7 +368,7 @@ T = TypeVar("T")
 def _typed(table: Mapping[str, Any], key: str, kind: type[T], default: T) -> T:
     value = table.get(key, default)
     if not isinstance(value, kind):
-        raise ConfigProblem(key, f"must be {kind.__name__}, not {_toml_type(value)}")
+        raise ConfigProblem(key, f"must be a {_toml_type_name(kind)}, not {_toml_type(value)}")
     return value
 
 
@@ -431,6 +449,8 @@ def resolve_secret(key: str, value: Any, path: Path, environ: Mapping[str, str])
         variable = value["env"]
         if not isinstance(variable, str) or not variable:
             raise ConfigProblem(key, "env must name an environment variable")
+        if environ is STRUCTURE_ONLY:
+            return Secret("", f"env:{variable}")
         secret = environ.get(variable)
         if not secret:
             raise ConfigProblem(
@@ -441,6 +461,8 @@ def resolve_secret(key: str, value: Any, path: Path, environ: Mapping[str, str])
     filename = value["file"]
     if not isinstance(filename, str) or not filename:
         raise ConfigProblem(key, "file must name a credential file")
+    if environ is STRUCTURE_ONLY:
+        return Secret("", f"file:{filename}")
     candidates = []
     if Path(filename).is_absolute():
         candidates.append(Path(filename))

@@ -12,11 +12,17 @@ import signal
 
 from aiohttp import web
 
+from broadcaster import lengths
 from broadcaster.app import create_app
 from broadcaster.config import Config
+from broadcaster.errors import BroadcasterError
 from broadcaster.logs import Scrubber, event
 
 log = logging.getLogger("broadcaster.daemon")
+
+
+class ListenFailed(BroadcasterError):
+    """The address in [service] listen cannot be bound."""
 
 
 async def serve(config: Config, scrubber: Scrubber) -> None:
@@ -27,9 +33,16 @@ async def serve(config: Config, scrubber: Scrubber) -> None:
     try:
         listen = config.service.listen
         site = web.TCPSite(runner, listen.host, listen.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ListenFailed(f"cannot listen on {listen}: {exc.strerror}") from None
         host, port = runner.addresses[0][:2]
         event(log, "daemon.listening", url=f"http://{host}:{port}")
+        if any(channel.kind == "x" for channel in config.enabled_channels()):
+            # X's length tables take half a second to load: load them now, while
+            # idle, rather than during the first alert's preview.
+            asyncio.get_running_loop().run_in_executor(None, lengths.warm_up)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -24,7 +24,7 @@ from broadcaster.auth import new_token, new_user_id
 from broadcaster.cli.common import table
 from broadcaster.config import load_config
 from broadcaster.models import utcnow
-from broadcaster.sandbox.app import SandboxOptions
+from broadcaster.sandbox.options import SandboxOptions
 from broadcaster.sandbox.server import RunningSandbox, running_sandbox
 from broadcaster.store import AuditEntry, Store, User
 from broadcaster.templates import load_templates
@@ -37,6 +37,14 @@ DEADLINE_SECONDS = 60.0
 def demo_config(sandbox: RunningSandbox, directory: Path, templates: Path) -> str:
     """A configuration whose channels all go to the sandbox, exercise only."""
     (directory / "webhook_secret").write_text(SandboxOptions().webhook_secret)
+    (directory / "facebook_token").write_text("EAAGsandboxDemoPageToken")
+    for name, value in (("x_consumer_key", "sandbox-demo-consumer-key"),
+                        ("x_consumer_secret", SandboxOptions().x_consumer_secret),
+                        ("x_access_token", "1610000000000000001-sandbox-demo-token"),
+                        ("x_access_secret", SandboxOptions().x_access_secret)):
+        (directory / name).write_text(value)
+    (directory / "telegram_token").write_text("123456789:sandbox-demo-token")
+    (directory / "mastodon_token").write_text("sandbox-demo-mastodon-token")
     return f"""
 [service]
 city = "Stadt Koblenz"
@@ -59,6 +67,49 @@ exercise = true
 languages = ["de", "en"]
 url = "{sandbox.url}/webhook/radio"
 secret = {{ file = "webhook_secret" }}
+
+[[channel]]
+name = "facebook"
+kind = "facebook"
+exercise = true
+page_id = "104000000000001"
+token = {{ file = "facebook_token" }}
+api_base = "{sandbox.url}/facebook"
+
+[[channel]]
+name = "x"
+kind = "x"
+exercise = true
+consumer_key = {{ file = "x_consumer_key" }}
+consumer_secret = {{ file = "x_consumer_secret" }}
+access_token = {{ file = "x_access_token" }}
+access_token_secret = {{ file = "x_access_secret" }}
+api_base = "{sandbox.url}/x"
+
+[[channel]]
+name = "telegram"
+kind = "telegram"
+exercise = true
+chat_id = "@stadt_warnung_uebung"
+token = {{ file = "telegram_token" }}
+api_base = "{sandbox.url}/telegram"
+
+[[channel]]
+name = "mastodon"
+kind = "mastodon"
+exercise = true
+instance = "{sandbox.url}/mastodon"
+token = {{ file = "mastodon_token" }}
+
+[[channel]]
+name = "email"
+kind = "email"
+exercise = true
+host = "127.0.0.1"
+port = {sandbox.smtp_port}
+security = "none"
+sender = "Stadt Koblenz <warnung@koblenz.example>"
+recipients = ["presse@koblenz.example", "leitstelle@koblenz.example"]
 """
 
 

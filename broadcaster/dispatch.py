@@ -28,11 +28,13 @@ from datetime import datetime
 from broadcaster.channels.base import Channel
 from broadcaster.config import ChannelConfig
 from broadcaster.errors import DeliveryError, OutcomeUnknown, Permanent, Retryable, StoreError
+from broadcaster.groupcommit import GroupCommit
+from broadcaster.health import HealthBoard
 from broadcaster.logs import Scrubber, event
 from broadcaster.metrics import Metrics
 from broadcaster.models import DeliveryState, Outgoing, utcnow
 from broadcaster.retry import RetryPolicy, next_try
-from broadcaster.store import Database, DueDelivery, Outcome, Recovered, Store
+from broadcaster.store import Claim, Database, DueDelivery, Outcome, Recovered
 
 log = logging.getLogger("broadcaster.dispatch")
 
@@ -48,13 +50,24 @@ class RateLimiter:
         self._tokens = self.burst
         self._updated = time.monotonic()
 
-    def delay(self) -> float:
-        """Take a token; the seconds to wait before using it (0 when one was free)."""
+    def _refill(self) -> None:
         now = time.monotonic()
         self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
         self._updated = now
+
+    def available(self) -> int:
+        """Whole messages that may go right now."""
+        self._refill()
+        return int(self._tokens)
+
+    def take(self) -> None:
+        self._refill()
         self._tokens -= 1
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def wait(self) -> float:
+        """Seconds until the next whole message may go."""
+        self._refill()
+        return max(0.0, (1 - self._tokens) / self.rate)
 
 
 class Lane:
@@ -70,8 +83,14 @@ class Lane:
         clock: Clock,
         policy: RetryPolicy,
         rng: random.Random,
+        claims: GroupCommit[tuple[str, int], Claim],
+        finishes: GroupCommit[tuple[str, int, Outcome, datetime], bool],
+        health: HealthBoard,
     ) -> None:
         self.channel = channel
+        self.health = health
+        self.claims = claims
+        self.finishes = finishes
         self.config = config
         self.db = db
         self.metrics = metrics
@@ -105,28 +124,27 @@ class Lane:
                     await asyncio.wait_for(self.wake.wait(), 5.0)
 
     async def _fill_and_wait(self) -> None:
-        """Start attempts for due deliveries while slots are free, then sleep until
-        woken or until the next delivery that waits for a time falls due."""
-        store: Store = self.db.store
+        """Claim what is due while slots and the rate allow, start those attempts, then
+        sleep until woken (an accept, a finished attempt, a retry) or until the next
+        delivery that waits for a time — or for the rate limiter — falls due."""
         self.wake.clear()
+        timeout: float | None = None
         free = self.config.max_in_flight - len(self._in_flight)
         if free > 0:
-            due = await self.db.run(store.due_deliveries, self.name, self.clock(),
-                                    free + len(self._in_flight))
-            for delivery in [d for d in due if d.id not in self._in_flight][:free]:
-                wait = self.limiter.delay()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                if self._stopping:
-                    return
+            now = self.clock()
+            want = min(free, self.limiter.available())
+            claim = await self.claims.submit((self.name, want))
+            for delivery in claim.deliveries:
+                self.limiter.take()
                 task = asyncio.create_task(self._attempt(delivery), name=f"attempt-{delivery.id}")
                 self._in_flight[delivery.id] = task
                 task.add_done_callback(functools.partial(self._done, delivery.id))
-        timeout = None
-        if len(self._in_flight) < self.config.max_in_flight:
-            next_due = await self.db.run(store.next_due_at, self.name, self.clock())
-            if next_due is not None:
-                timeout = max(0.0, (next_due - self.clock()).total_seconds())
+            if claim.more_due:
+                if len(self._in_flight) < self.config.max_in_flight:
+                    timeout = self.limiter.wait()
+                # else: a finishing attempt frees a slot and wakes the lane
+            elif claim.next_due is not None:
+                timeout = max(0.0, (claim.next_due - now).total_seconds())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout)
 
@@ -135,10 +153,8 @@ class Lane:
         self.wake.set()
 
     async def _attempt(self, delivery: DueDelivery) -> None:
-        number = delivery.attempts + 1
-        started = self.clock()
-        if not await self.db.run(self.db.store.mark_sending, delivery.id, number, started):
-            return  # cancelled between selection and start
+        """One attempt of a claimed delivery (already `sending` in the ledger)."""
+        number = delivery.attempts
         outgoing = Outgoing(
             delivery_id=delivery.id, alert_id=delivery.alert_id, attempt=number,
             kind=delivery.kind, mode=delivery.mode, severity=delivery.severity,
@@ -165,7 +181,14 @@ class Lane:
             outcome = Outcome(result="delivered", state=DeliveryState.DELIVERED,
                               duration=time.monotonic() - began, receipt=receipt)
         finished = self.clock()
-        await self.db.run(self.db.store.finish_attempt, delivery.id, number, outcome, finished)
+        try:
+            await self.finishes.submit((delivery.id, number, outcome, finished))
+        except StoreError as exc:
+            # Stays `sending` in the ledger; the next start resolves it by the
+            # channel's on_unknown policy. Nothing is lost, nothing claimed twice.
+            event(log, "delivery.unrecorded", logging.ERROR, delivery=delivery.id,
+                  channel=self.name, attempt=number, result=outcome.result, error=str(exc))
+            return
         self._observe(delivery, number, outcome, finished)
 
     def _classified(
@@ -201,8 +224,7 @@ class Lane:
             self.metrics.deliveries.labels(channel, "delivered").inc()
             latency = (finished - delivery.alert_created_at).total_seconds()
             self.metrics.latency.labels(channel).observe(max(0.0, latency))
-            self.metrics.last_success.labels(channel).set(finished.timestamp())
-            self.metrics.channel_up.labels(channel).set(1)
+            self.health.delivered(channel, finished)
         elif outcome.state in (DeliveryState.FAILED, DeliveryState.UNKNOWN):
             self.metrics.deliveries.labels(channel, outcome.state.value).inc()
         level = logging.INFO if outcome.state is not DeliveryState.FAILED else logging.WARNING
@@ -241,14 +263,21 @@ class Dispatcher:
         clock: Clock = utcnow,
         policy: RetryPolicy | None = None,
         rng: random.Random | None = None,
+        health: HealthBoard | None = None,
     ) -> None:
         self.db = db
         self.configs = {c.name: c for c in configs}
         self.metrics = metrics
         rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self.clock = clock
+        claims: GroupCommit[tuple[str, int], Claim] = GroupCommit(
+            db, lambda requests: db.store.claim_many(requests, clock()))
+        finishes: GroupCommit[tuple[str, int, Outcome, datetime], bool] = GroupCommit(
+            db, db.store.finish_many)
+        self.health = health or HealthBoard(channels, metrics)
         self.lanes = {
             name: Lane(channel, self.configs[name], db, metrics, scrubber, clock,
-                       policy or RetryPolicy(), rng)
+                       policy or RetryPolicy(), rng, claims, finishes, self.health)
             for name, channel in channels.items()
         }
 

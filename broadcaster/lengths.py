@@ -24,8 +24,11 @@ TELEGRAM_LIMIT = 4096
 FACEBOOK_LIMIT = 63_206
 
 URL_WEIGHT = 23
-# Mastodon replaces every http(s) link by 23 characters, whatever its length.
-_URL = re.compile(r"https?://[^\s<>\"]+", re.IGNORECASE)
+# Mastodon replaces every http(s) link by 23 characters, whatever its length. As in
+# Mastodon's own URL pattern, a link does not end in punctuation: the full stop after
+# "… https://example.org/warnung." is text and counts. (A link that does end in a
+# balanced ")" is counted one too long here: safe for a limit check.)
+_URL = re.compile(r"https?://[^\s<>\"]*[^\s<>\"()?!*'「」;:=,.$%\[\]~&|@]", re.IGNORECASE)
 _GRAPHEME = regex.compile(r"\X")
 _TAG = re.compile(r"<[^>]+>")
 

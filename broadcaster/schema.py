@@ -91,6 +91,25 @@ MIGRATIONS: list[str] = [
         hash      TEXT NOT NULL
     );
     """,
+    # 1 → 2: web console sessions (survive a restart) and the login throttle
+    """
+    CREATE TABLE console_sessions (
+        id_hash      TEXT PRIMARY KEY,             -- sha256 of the cookie's id; never the id
+        user_id      TEXT NOT NULL REFERENCES users (id),
+        created_at   TEXT NOT NULL,
+        last_seen_at TEXT NOT NULL,
+        expires_at   TEXT NOT NULL,                -- idle expiry, moved on while in use
+        address      TEXT
+    );
+    CREATE INDEX console_sessions_user ON console_sessions (user_id);
+
+    CREATE TABLE login_throttle (
+        subject      TEXT PRIMARY KEY,             -- 'account:<name>' or 'address:<ip>'
+        failures     INTEGER NOT NULL,             -- wrong passwords since window_start
+        window_start TEXT NOT NULL,
+        locked_until TEXT
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -31,6 +31,7 @@ from broadcaster.errors import AlreadyRunning, Conflict, NotFound, StoreError, S
 from broadcaster.models import (
     Alert,
     AlertKind,
+    AlertState,
     Attempt,
     Delivery,
     DeliveryState,
@@ -118,6 +119,29 @@ class DueDelivery:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """What a lane took from its queue, and what remains."""
+
+    deliveries: list[DueDelivery]
+    more_due: bool  # more deliveries are due right now than were taken
+    next_due: datetime | None  # when the next delivery waiting for a time falls due
+
+
+_DUE_SQL = """
+    SELECT d.id, d.alert_id, d.attempts, d.headline, d.text, d.queued_at,
+           a.kind, a.mode, a.severity, a.references_id, a.created_at
+    FROM deliveries d JOIN alerts a ON a.id = d.alert_id
+    WHERE d.channel = ? AND d.state = 'queued' AND a.hold IS NULL
+      AND (d.not_before IS NULL OR d.not_before <= ?)
+      AND NOT EXISTS (
+          SELECT 1 FROM deliveries p
+          WHERE p.alert_id = a.references_id AND p.channel = d.channel
+            AND p.state IN ('queued', 'sending'))
+    ORDER BY d.queued_at, d.id LIMIT ?
+"""
+
+
+@dataclass(frozen=True)
 class Outcome:
     """How an attempt ended and where the delivery goes next."""
 
@@ -149,6 +173,17 @@ class User:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class ConsoleSession:
+    """A web console login; the cookie holds the id, the ledger only its sha256."""
+
+    id_hash: str
+    user: User
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+
+
 _STORE_FULL_HINTS = ("disk is full", "database or disk is full")
 
 
@@ -158,6 +193,9 @@ def _unavailable(exc: sqlite3.Error, path: Path) -> StoreUnavailable:
         why = "the disk is full"
     elif "readonly" in message or "read-only" in message:
         why = "the database is not writable"
+    elif "locked" in message:
+        why = ("the database is not writable: another program holds its write lock "
+               "(a backup or an open sqlite3 shell?)")
     elif "unable to open" in message:
         why = "the database file cannot be opened"
     else:
@@ -328,109 +366,116 @@ class Store:
 
     # -- the dispatcher's transitions ------------------------------------------
 
-    def due_deliveries(self, channel: str, now: datetime, limit: int) -> list[DueDelivery]:
-        """Queued deliveries of this channel that may go now, oldest first.
+    def claim_due(self, channel: str, now: datetime, limit: int) -> Claim:
+        """One lane's claim (see ``claim_many``)."""
+        return self.claim_many([(channel, limit)], now)[0]
 
-        A follow-up waits while the message it follows up is still queued or being
-        sent on the same channel, so that it can be threaded to it.
+    def claim_many(self, requests: Sequence[tuple[str, int]], now: datetime) -> list[Claim]:
+        """Several lanes' claims in one transaction (group commit); see ``_claim``."""
+        with self._write() as db:
+            db.row_factory = sqlite3.Row
+            try:
+                return [self._claim(db, channel, now, limit) for channel, limit in requests]
+            finally:
+                db.row_factory = None
+
+    def _claim(self, db: sqlite3.Connection, channel: str, now: datetime, limit: int) -> Claim:
+        """Take up to ``limit`` due deliveries of a channel: mark each `sending` with
+        its next attempt number, before any network call, in one transaction.
+
+        Due means queued, not held, its not_before passed, and — for a follow-up —
+        the message it follows up no longer queued or being sent on this channel,
+        so that it can be threaded to it. Also says whether more are due now and
+        when the next waiting one falls due, so the lane needs no second query.
         """
-        rows = self._read(
-            """
-            SELECT d.id, d.alert_id, d.channel, d.attempts, d.headline, d.text, d.queued_at,
-                   a.kind, a.mode, a.severity, a.references_id, a.created_at
-            FROM deliveries d JOIN alerts a ON a.id = d.alert_id
-            WHERE d.channel = ? AND d.state = 'queued' AND a.hold IS NULL
-              AND (d.not_before IS NULL OR d.not_before <= ?)
-              AND NOT EXISTS (
-                  SELECT 1 FROM deliveries p
-                  WHERE p.alert_id = a.references_id AND p.channel = d.channel
-                    AND p.state IN ('queued', 'sending'))
-            ORDER BY d.queued_at, d.id LIMIT ?
-            """,
-            (channel, ts(now), limit),
-        )
-        return [
-            DueDelivery(
-                id=r["id"], alert_id=r["alert_id"], channel=r["channel"], attempts=r["attempts"],
-                headline=r["headline"], text=r["text"], kind=AlertKind(r["kind"]),
-                mode=Mode(r["mode"]), severity=Severity(r["severity"]),
-                references=r["references_id"], alert_created_at=_ts(r["created_at"]),
-                queued_at=_ts(r["queued_at"]),
-                reply_to=self.thread_receipt(r["references_id"], channel),
+        stamp = ts(now)
+        rows = db.execute(_DUE_SQL, (channel, stamp, limit + 1)).fetchall()
+        claimed = []
+        for row in rows[:limit]:
+            attempt = row["attempts"] + 1
+            db.execute(
+                "UPDATE deliveries SET state = 'sending', attempts = ?, "
+                "first_attempt_at = COALESCE(first_attempt_at, ?), updated_at = ? "
+                "WHERE id = ?", (attempt, stamp, stamp, row["id"]),
             )
-            for r in rows
-        ]
+            db.execute(
+                "INSERT INTO attempts (delivery_id, number, started_at) VALUES (?, ?, ?)",
+                (row["id"], attempt, stamp),
+            )
+            claimed.append(DueDelivery(
+                id=row["id"], alert_id=row["alert_id"], channel=channel,
+                attempts=attempt, headline=row["headline"], text=row["text"],
+                kind=AlertKind(row["kind"]), mode=Mode(row["mode"]),
+                severity=Severity(row["severity"]), references=row["references_id"],
+                alert_created_at=_ts(row["created_at"]), queued_at=_ts(row["queued_at"]),
+                reply_to=self._thread_receipt(db, row["references_id"], channel),
+            ))
+        next_due = db.execute(
+            "SELECT MIN(d.not_before) FROM deliveries d JOIN alerts a ON a.id = d.alert_id "
+            "WHERE d.channel = ? AND d.state = 'queued' AND a.hold IS NULL "
+            "AND d.not_before > ?", (channel, stamp),
+        ).fetchone()[0]
+        return Claim(claimed, more_due=len(rows) > limit, next_due=parse_ts(next_due))
 
     def thread_receipt(self, alert_id: str | None, channel: str) -> Receipt | None:
         """The receipt to reply to: the referenced alert's post on this channel, or,
         when that was not delivered, the nearest delivered one up the thread."""
+        try:
+            return self._thread_receipt(self._db, alert_id, channel)
+        except sqlite3.Error as exc:
+            raise _unavailable(exc, self.path) from None
+
+    @staticmethod
+    def _thread_receipt(db: sqlite3.Connection, alert_id: str | None,
+                        channel: str) -> Receipt | None:
         seen: set[str] = set()
         while alert_id is not None and alert_id not in seen:
             seen.add(alert_id)
-            rows = self._read(
+            row = db.execute(
                 "SELECT d.remote_id, d.url, d.receipt_extra, a.references_id FROM alerts a "
                 "LEFT JOIN deliveries d ON d.alert_id = a.id AND d.channel = ? "
                 "AND d.state = 'delivered' WHERE a.id = ?", (channel, alert_id),
-            )
-            if not rows:
+            ).fetchone()
+            if row is None:
                 return None
-            row = rows[0]
-            if row["remote_id"] is not None:
-                return Receipt(row["remote_id"], row["url"], json.loads(row["receipt_extra"]
-                                                                        or "{}"))
-            alert_id = row["references_id"]
+            if row[0] is not None:
+                return Receipt(row[0], row[1], json.loads(row[2] or "{}"))
+            alert_id = row[3]
         return None
-
-    def next_due_at(self, channel: str, now: datetime) -> datetime | None:
-        """When the next delivery of this channel that waits for a time becomes due."""
-        rows = self._read(
-            "SELECT MIN(d.not_before) FROM deliveries d JOIN alerts a ON a.id = d.alert_id "
-            "WHERE d.channel = ? AND d.state = 'queued' AND a.hold IS NULL "
-            "AND d.not_before > ?", (channel, ts(now)),
-        )
-        return parse_ts(rows[0][0]) if rows else None
-
-    def mark_sending(self, delivery_id: str, attempt: int, now: datetime) -> bool:
-        """Record that attempt n starts, before the network call. False if the
-        delivery is no longer queued (cancelled meanwhile)."""
-        with self._write() as db:
-            changed = db.execute(
-                "UPDATE deliveries SET state = 'sending', attempts = ?, "
-                "first_attempt_at = COALESCE(first_attempt_at, ?), updated_at = ? "
-                "WHERE id = ? AND state = 'queued'",
-                (attempt, ts(now), ts(now), delivery_id),
-            ).rowcount
-            if changed:
-                db.execute(
-                    "INSERT INTO attempts (delivery_id, number, started_at) VALUES (?, ?, ?)",
-                    (delivery_id, attempt, ts(now)),
-                )
-        return bool(changed)
 
     def finish_attempt(
         self, delivery_id: str, attempt: int, outcome: Outcome, now: datetime
     ) -> bool:
         """Record how attempt n ended and move the delivery on; False if stale."""
-        receipt = outcome.receipt
+        return self.finish_many([(delivery_id, attempt, outcome, now)])[0]
+
+    def finish_many(self, items: Sequence[tuple[str, int, Outcome, datetime]]) -> list[bool]:
+        """Several attempts' ends in one transaction (group commit)."""
         with self._write() as db:
-            changed = db.execute(
-                "UPDATE deliveries SET state = ?, error = ?, not_before = ?, updated_at = ?, "
-                "remote_id = COALESCE(?, remote_id), url = COALESCE(?, url), "
-                "receipt_extra = COALESCE(?, receipt_extra), "
-                "delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END "
-                "WHERE id = ? AND state = 'sending' AND attempts = ?",
-                (outcome.state.value, outcome.message if outcome.state != DeliveryState.DELIVERED
-                 else None, ts(outcome.not_before) if outcome.not_before else None, ts(now),
-                 receipt.remote_id if receipt else None, receipt.url if receipt else None,
-                 json.dumps(dict(receipt.extra)) if receipt and receipt.extra else None,
-                 outcome.state.value, ts(now), delivery_id, attempt),
-            ).rowcount
-            db.execute(
-                "UPDATE attempts SET duration = ?, result = ?, error_class = ?, message = ? "
-                "WHERE delivery_id = ? AND number = ?",
-                (outcome.duration, outcome.result, outcome.error_class, outcome.message,
-                 delivery_id, attempt),
-            )
+            return [self._finish(db, *item) for item in items]
+
+    @staticmethod
+    def _finish(db: sqlite3.Connection, delivery_id: str, attempt: int, outcome: Outcome,
+                now: datetime) -> bool:
+        receipt = outcome.receipt
+        changed = db.execute(
+            "UPDATE deliveries SET state = ?, error = ?, not_before = ?, updated_at = ?, "
+            "remote_id = COALESCE(?, remote_id), url = COALESCE(?, url), "
+            "receipt_extra = COALESCE(?, receipt_extra), "
+            "delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END "
+            "WHERE id = ? AND state = 'sending' AND attempts = ?",
+            (outcome.state.value, outcome.message if outcome.state != DeliveryState.DELIVERED
+             else None, ts(outcome.not_before) if outcome.not_before else None, ts(now),
+             receipt.remote_id if receipt else None, receipt.url if receipt else None,
+             json.dumps(dict(receipt.extra)) if receipt and receipt.extra else None,
+             outcome.state.value, ts(now), delivery_id, attempt),
+        ).rowcount
+        db.execute(
+            "UPDATE attempts SET duration = ?, result = ?, error_class = ?, message = ? "
+            "WHERE delivery_id = ? AND number = ?",
+            (outcome.duration, outcome.result, outcome.error_class, outcome.message,
+             delivery_id, attempt),
+        )
         return bool(changed)
 
     def recover_interrupted(
@@ -495,14 +540,59 @@ class Store:
             raise NotFound(f"alert {alert_id} not found")
         return self._alerts(rows)[0]
 
-    def list_alerts(self, limit: int = 50, before: str | None = None) -> list[Alert]:
-        """Newest first; ``before`` is the id of the last alert of the previous page."""
-        if before is None:
-            rows = self._read("SELECT * FROM alerts ORDER BY id DESC LIMIT ?", (limit,))
-        else:
-            rows = self._read("SELECT * FROM alerts WHERE id < ? ORDER BY id DESC LIMIT ?",
-                              (before, limit))
-        return self._alerts(rows)
+    def list_alerts(self, limit: int = 50, before: str | None = None,
+                    state: AlertState | None = None) -> list[Alert]:
+        """Newest first; ``before`` is the id of the last alert of the previous page.
+
+        An alert's state is derived from its deliveries, so a state filter reads
+        page after page until it has ``limit`` matches or the ledger ends.
+        """
+        found: list[Alert] = []
+        cursor = before
+        page = limit if state is None else max(limit, 200)
+        while len(found) < limit:
+            if cursor is None:
+                rows = self._read("SELECT * FROM alerts ORDER BY id DESC LIMIT ?", (page,))
+            else:
+                rows = self._read("SELECT * FROM alerts WHERE id < ? ORDER BY id DESC LIMIT ?",
+                                  (cursor, page))
+            alerts = self._alerts(rows)
+            found += [a for a in alerts if state is None or a.state is state]
+            if len(rows) < page:
+                break
+            cursor = rows[-1]["id"]
+        return found[:limit]
+
+    def release_hold(self, alert_id: str, hold: str, entry: AuditEntry,
+                     now: datetime) -> Alert:
+        """Let a held alert's deliveries go (a second officer confirmed it)."""
+        with self._write() as db:
+            row = db.execute("SELECT hold FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"alert {alert_id} not found")
+            if row[0] != hold:
+                raise Conflict(f"alert {alert_id} is not {hold.replace('_', ' ')}")
+            db.execute("UPDATE alerts SET hold = NULL WHERE id = ?", (alert_id,))
+            self._append_audit(db, entry, now)
+        return self.get_alert(alert_id)
+
+    def cancel_alert(self, alert_id: str, entry: AuditEntry, now: datetime) -> Alert:
+        """Withdraw an alert that has not gone out: every queued delivery is cancelled."""
+        with self._write() as db:
+            row = db.execute("SELECT hold FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"alert {alert_id} not found")
+            if row[0] is None:
+                raise Conflict(f"alert {alert_id} is already being delivered; send a "
+                               "correction or an all-clear instead")
+            db.execute(
+                "UPDATE deliveries SET state = 'cancelled', error = ?, updated_at = ? "
+                "WHERE alert_id = ? AND state = 'queued'",
+                (f"withdrawn by {entry.actor} before it was sent", ts(now), alert_id),
+            )
+            db.execute("UPDATE alerts SET hold = NULL WHERE id = ?", (alert_id,))
+            self._append_audit(db, entry, now)
+        return self.get_alert(alert_id)
 
     def attempts(self, delivery_id: str) -> list[Attempt]:
         rows = self._read(
@@ -574,6 +664,105 @@ class Store:
                                  (int(disabled), name)).rowcount
             if not changed:
                 raise NotFound(f"user {name!r} not found")
+            self._append_audit(db, entry, now)
+
+    # -- console sessions -----------------------------------------------------
+
+    def open_session(self, id_hash: str, user_id: str, now: datetime, expires_at: datetime,
+                     entry: AuditEntry, address: str | None = None,
+                     forget: Sequence[str] = ()) -> None:
+        """A successful login: store the session, forget the failures counted against
+        ``forget`` (throttle subjects), drop expired sessions, audit."""
+        stamp = ts(now)
+        with self._write() as db:
+            db.execute("DELETE FROM console_sessions WHERE expires_at <= ?", (stamp,))
+            db.execute(
+                "INSERT INTO console_sessions (id_hash, user_id, created_at, last_seen_at, "
+                "expires_at, address) VALUES (?, ?, ?, ?, ?, ?)",
+                (id_hash, user_id, stamp, stamp, ts(expires_at), address),
+            )
+            db.executemany("DELETE FROM login_throttle WHERE subject = ?",
+                           [(subject,) for subject in forget])
+            self._append_audit(db, entry, now)
+
+    def find_session(self, id_hash: str, now: datetime) -> ConsoleSession | None:
+        """The unexpired session with this id hash and its user (disabled or not)."""
+        rows = self._read(
+            "SELECT s.id_hash, s.created_at AS s_created, s.last_seen_at, s.expires_at, u.* "
+            "FROM console_sessions s JOIN users u ON u.id = s.user_id "
+            "WHERE s.id_hash = ? AND s.expires_at > ?", (id_hash, ts(now)),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return ConsoleSession(row["id_hash"], _user(row), _ts(row["s_created"]),
+                              _ts(row["last_seen_at"]), _ts(row["expires_at"]))
+
+    def touch_session(self, id_hash: str, now: datetime, expires_at: datetime) -> None:
+        """The session was used: move its idle expiry on."""
+        with self._write() as db:
+            db.execute("UPDATE console_sessions SET last_seen_at = ?, expires_at = ? "
+                       "WHERE id_hash = ?", (ts(now), ts(expires_at), id_hash))
+
+    def close_session(self, id_hash: str, entry: AuditEntry, now: datetime) -> None:
+        """Logout: the session ends at once."""
+        with self._write() as db:
+            db.execute("DELETE FROM console_sessions WHERE id_hash = ?", (id_hash,))
+            self._append_audit(db, entry, now)
+
+    def login_locked_until(self, subjects: Sequence[str], now: datetime) -> datetime | None:
+        """The latest lock still in force on any of the subjects, else None."""
+        if not subjects:
+            return None
+        marks = ",".join("?" * len(subjects))
+        rows = self._read(
+            f"SELECT MAX(locked_until) FROM login_throttle WHERE subject IN ({marks}) "  # noqa: S608
+            "AND locked_until > ?", (*subjects, ts(now)),
+        )
+        return parse_ts(rows[0][0]) if rows else None
+
+    def record_login_failure(self, limits: Sequence[tuple[str, int]], entry: AuditEntry,
+                             now: datetime, window: timedelta, lockout: timedelta
+                             ) -> datetime | None:
+        """Count a failed login against each (subject, limit); a subject reaching its
+        limit within ``window`` is locked for ``lockout``. Audits the failure and
+        returns the latest lock now in force, else None."""
+        stamp = ts(now)
+        locked: list[datetime] = []
+        with self._write() as db:
+            for subject, limit in limits:
+                row = db.execute("SELECT failures, window_start, locked_until FROM "
+                                 "login_throttle WHERE subject = ?", (subject,)).fetchone()
+                failures, start = (0, now) if row is None else (row[0], _ts(row[1]))
+                if row is not None and row[2] is not None and _ts(row[2]) > now:
+                    locked.append(_ts(row[2]))
+                    continue
+                if now - start > window:
+                    failures, start = 0, now
+                failures += 1
+                until = now + lockout if failures >= limit else None
+                if until is not None:
+                    locked.append(until)
+                    failures, start = 0, now
+                db.execute(
+                    "INSERT INTO login_throttle (subject, failures, window_start, locked_until) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (subject) DO UPDATE SET "
+                    "failures = excluded.failures, window_start = excluded.window_start, "
+                    "locked_until = excluded.locked_until",
+                    (subject, failures, ts(start), ts(until) if until else None),
+                )
+            self._append_audit(db, entry, now)
+        return max(locked) if locked else None
+
+    def set_password(self, name: str, password_hash: str, entry: AuditEntry,
+                     now: datetime) -> None:
+        """Set a user's console password; every console session of the user ends."""
+        with self._write() as db:
+            row = db.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"user {name!r} not found")
+            db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, row[0]))
+            db.execute("DELETE FROM console_sessions WHERE user_id = ?", (row[0],))
             self._append_audit(db, entry, now)
 
     # -- audit ----------------------------------------------------------------
@@ -676,8 +865,14 @@ class DaemonLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"cannot create the lock file {self.path} ({exc.strerror}); the database "
+                "folder must be writable for the service (StateDirectory=)"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -43,6 +43,8 @@ SAMPLE_SENT_AT = datetime(2026, 12, 31, 22, 59, tzinfo=UTC)
 class Problem:
     template: str
     message: str
+    # True for "not approved" / "changed, not approved": the problems approving fixes.
+    approval: bool = False
 
     def __str__(self) -> str:
         return f"{self.template}: {self.message}"
@@ -115,11 +117,12 @@ def _check_one(
     state = approval_state(template, approvals)
     if state is ApprovalState.DRAFT:
         yield Problem(template.id, "not approved: after review run "
-                      f"`broadcaster templates approve {template.id} --by NAME`")
+                      f"`broadcaster templates approve {template.id} --by NAME`", approval=True)
     elif state is ApprovalState.CHANGED:
         approval = approvals[template.id]
         yield Problem(template.id, f"changed, not approved (approved by {approval.approved_by} "
-                      f"at {approval.approved_at}, file changed since): review and approve again")
+                      f"at {approval.approved_at}, file changed since): review and approve again",
+                      approval=True)
 
     for channel in config.channels:
         missing = [lang for lang in channel.languages if lang not in template.texts]

@@ -259,6 +259,15 @@ def render(
             raise TemplateError(
                 f"{exc.message}", file=template.path.name, where=f"[{language}].{text_field}"
             ) from None
+        except (jinja2.TemplateError, ArithmeticError, LookupError, TypeError,
+                ValueError) as exc:
+            # An expression of the template itself failed (the sandbox's range limit
+            # raises OverflowError, `1/0`, `city + 1`): a template problem, not a crash.
+            raise TemplateError(
+                f"the text cannot be rendered ({type(exc).__name__}: {exc}); fix the "
+                "expression in the template", file=template.path.name,
+                where=f"[{language}].{text_field}",
+            ) from None
     if context.mode is Mode.EXERCISE:
         banner = context.exercise_banner
         rendered["headline"] = f"{banner} {rendered['headline']}"
@@ -330,7 +339,10 @@ def load_template(path: Path, environment: SandboxedEnvironment | None = None) -
 
     if not _ID.match(path.stem):
         raise fail("file name must be a lower-case id (letters, digits, '-', '_') + .toml")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read the file ({exc.strerror}); check its owner and mode") from None
     try:
         document = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from broadcaster.sandbox.app import SandboxOptions
+from broadcaster.sandbox.options import SandboxOptions
 from broadcaster.sandbox.server import RunningSandbox, running_sandbox
 from tests.support import Daemon, SandboxThread, free_port
 

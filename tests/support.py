@@ -213,7 +213,7 @@ class SandboxThread:
     def __init__(self, options: Any = None) -> None:
         import threading
 
-        from broadcaster.sandbox.app import SandboxOptions
+        from broadcaster.sandbox.options import SandboxOptions
 
         self.options = options or SandboxOptions(port=0, smtp_port=0)
         self._ready = threading.Event()

@@ -38,7 +38,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _store(args: argparse.Namespace) -> Store:
-    return Store(load(args).service.database)
+    return Store(load(args, secrets=False).service.database)
 
 
 def add_user(args: argparse.Namespace) -> int:

@@ -48,6 +48,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     retry.add_argument("delivery", metavar="DELIVERY_ID")
     retry.set_defaults(handler=retry_delivery)
 
+    approve = commands.add_parser(
+        "approve", help="confirm another officer's alert (two-person rule)")
+    approve.add_argument("alert", metavar="ALERT_ID")
+    approve.set_defaults(handler=approve_alert)
+
+    cancel = commands.add_parser(
+        "cancel", help="withdraw an alert that has not gone out (waiting or scheduled)")
+    cancel.add_argument("alert", metavar="ALERT_ID")
+    cancel.set_defaults(handler=cancel_alert)
+
 
 def _message_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", metavar="NAME=VALUE", dest="values",
@@ -94,7 +104,13 @@ def _preview_confirm_send(args: argparse.Namespace, preview_body: dict[str, Any]
         _confirm(preview["mode"], len(preview["channels"]))
     alert = client.call("POST", path, body)
     print(f"accepted: {alert['id']}", file=out)
-    if not args.no_wait:
+    if alert["state"] == "awaiting_approval":
+        print("waiting for a second officer to confirm: broadcaster approve "
+              f"{alert['id']} (or in the console)", file=out)
+    elif alert["state"] == "scheduled":
+        print(f"scheduled for {alert['send_at']}; withdraw with: broadcaster cancel "
+              f"{alert['id']}", file=out)
+    elif not args.no_wait:
         alert = _follow(client, alert["id"], None if args.json else _print_board)
     if args.json:
         print(json.dumps(alert, ensure_ascii=False, indent=2))
@@ -189,4 +205,17 @@ def show_status(args: argparse.Namespace) -> int:
 def retry_delivery(args: argparse.Namespace) -> int:
     delivery = ApiClient().call("POST", f"/api/v1/deliveries/{args.delivery}/retry")
     print(f"delivery {delivery['id']} on {delivery['channel']} queued again")
+    return EXIT_OK
+
+
+def approve_alert(args: argparse.Namespace) -> int:
+    alert = ApiClient().call("POST", f"/api/v1/alerts/{args.alert}/approve")
+    print(f"alert {alert['id']} confirmed; sending")
+    print(_board(alert))
+    return EXIT_OK
+
+
+def cancel_alert(args: argparse.Namespace) -> int:
+    alert = ApiClient().call("DELETE", f"/api/v1/alerts/{args.alert}")
+    print(f"alert {alert['id']} withdrawn; nothing was sent")
     return EXIT_OK

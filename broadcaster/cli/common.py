@@ -30,9 +30,13 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load(args: argparse.Namespace) -> Config:
-    """The configuration named by --config; ConfigError propagates (exit 2)."""
-    return load_config(config_path(args.config))
+def load(args: argparse.Namespace, *, secrets: bool = True) -> Config:
+    """The configuration named by --config; ConfigError propagates (exit 2).
+
+    secrets=False checks secret references in form only, for commands that do not
+    talk to any platform (users, audit, templates).
+    """
+    return load_config(config_path(args.config), resolve_secrets=secrets)
 
 
 def config_file(args: argparse.Namespace) -> Path:

@@ -7,8 +7,8 @@ import asyncio
 from pathlib import Path
 
 from broadcaster import logs
-from broadcaster.cli.common import EXIT_FAILURE, EXIT_OK, CommandFailed, add_config_option, load
-from broadcaster.sandbox.app import SandboxOptions
+from broadcaster.cli.common import EXIT_OK, CommandFailed, add_config_option, load
+from broadcaster.sandbox.options import SandboxOptions
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,11 +38,7 @@ def serve_daemon(args: argparse.Namespace) -> int:
 
     config = load(args)
     scrubber = logs.setup(config.service.log_format, config.secret_values())
-    try:
-        asyncio.run(serve(config, scrubber))
-    except OSError as exc:
-        raise CommandFailed(f"cannot listen on {config.service.listen}: {exc.strerror}",
-                            EXIT_FAILURE) from None
+    asyncio.run(serve(config, scrubber))
     return EXIT_OK
 
 

@@ -15,9 +15,10 @@ from broadcaster.cli.common import (
     parse_assignments,
     table,
 )
+from broadcaster.errors import TemplateError, UnknownTemplate
 from broadcaster.models import Mode, utcnow
 from broadcaster.template_check import SAMPLE_ALERT_ID, check_templates
-from broadcaster.templates import RenderContext, load_templates, render
+from broadcaster.templates import RenderContext, Template, TemplateSet, load_templates, render
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,7 +52,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def list_templates(args: argparse.Namespace) -> int:
-    config = load(args)
+    config = load(args, secrets=False)
     template_set = load_templates(config.service.templates)
     approvals = read_approvals(config.service.templates)
     rows = [
@@ -65,9 +66,24 @@ def list_templates(args: argparse.Namespace) -> int:
     return EXIT_OK if not template_set.problems else EXIT_INVALID
 
 
+def _get(template_set: TemplateSet, template_id: str) -> Template:
+    """The loaded template; for a file of the folder that failed to load, its problem
+    instead of "unknown template". Never reads a file named by the id."""
+    try:
+        return template_set.get(template_id)
+    except UnknownTemplate:
+        for problem in template_set.problems:
+            if problem.file == f"{template_id}.toml":
+                raise TemplateError(
+                    f"template {template_id!r} cannot be used until this is fixed: "
+                    f"{problem.detail}", file=problem.file, where=problem.where,
+                ) from None
+        raise
+
+
 def render_template(args: argparse.Namespace) -> int:
-    config = load(args)
-    template = load_templates(config.service.templates).get(args.template)
+    config = load(args, secrets=False)
+    template = _get(load_templates(config.service.templates), args.template)
     values: dict[str, object] = dict(template.example_values()) if args.examples else {}
     values.update(parse_assignments(args.values))
     cleaned = template.clean_values(values)
@@ -95,7 +111,7 @@ def render_template(args: argparse.Namespace) -> int:
 
 
 def check_all(args: argparse.Namespace) -> int:
-    config = load(args)
+    config = load(args, secrets=False)
     template_set = load_templates(config.service.templates)
     problems = check_templates(template_set, read_approvals(config.service.templates), config)
     for problem in problems:
@@ -109,14 +125,16 @@ def check_all(args: argparse.Namespace) -> int:
 
 
 def approve_template(args: argparse.Namespace) -> int:
-    config = load(args)
+    config = load(args, secrets=False)
     directory = config.service.templates
     template_set = load_templates(directory)
-    template = template_set.get(args.template)
+    template = _get(template_set, args.template)
+    if not args.by.strip():
+        raise CommandFailed("--by needs the name of the person approving", EXIT_INVALID)
     approvals = read_approvals(directory)
     blocking = [
         p for p in check_templates(template_set, approvals, config)
-        if p.template == template.id and "approve" not in p.message
+        if p.template == template.id and not p.approval
     ]
     if blocking:
         for problem in blocking:

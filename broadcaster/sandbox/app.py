@@ -13,34 +13,30 @@ Stand-ins are registered in ``stand_ins`` below, one line each.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from importlib import resources
 
 from aiohttp import web
 
+from broadcaster.sandbox.facebook import FacebookStandIn
+from broadcaster.sandbox.mastodon import MastodonStandIn
+from broadcaster.sandbox.options import SandboxOptions
+from broadcaster.sandbox.smtp import SMTP_PLATFORM
 from broadcaster.sandbox.state import SandboxState, StandIn, parse_fault
+from broadcaster.sandbox.telegram import TelegramStandIn
 from broadcaster.sandbox.webhook import WebhookStandIn
+from broadcaster.sandbox.x import XStandIn
 
 STATE_KEY = web.AppKey("sandbox_state", SandboxState)
 PLATFORMS_KEY = web.AppKey("sandbox_platforms", frozenset[str])
 
 
-@dataclass(frozen=True)
-class SandboxOptions:
-    """What a sandbox is started with; secrets are the stand-ins' own, not a city's."""
-
-    host: str = "127.0.0.1"
-    port: int = 8025
-    smtp_port: int | None = 8026
-    # The sandbox's own well-known test secrets, documented in DESIGN.md.
-    webhook_secret: str = "sandbox-webhook-secret"  # noqa: S105
-    x_consumer_secret: str = "sandbox-consumer-secret"  # noqa: S105
-    x_access_secret: str = "sandbox-access-secret"  # noqa: S105
-
-
 def stand_ins(state: SandboxState, options: SandboxOptions) -> list[StandIn]:
     return [
         WebhookStandIn(state, options.webhook_secret),
+        FacebookStandIn(state),
+        XStandIn(state, options.x_consumer_secret, options.x_access_secret),
+        MastodonStandIn(state, options.mastodon_max_characters),
+        TelegramStandIn(state),
     ]
 
 
@@ -50,7 +46,8 @@ def create_sandbox_app(options: SandboxOptions, state: SandboxState | None = Non
     app = web.Application(client_max_size=1024 * 1024)
     app[STATE_KEY] = state
     platforms = stand_ins(state, options)
-    app[PLATFORMS_KEY] = frozenset(p.platform for p in platforms) | {"email"}
+    smtp = {SMTP_PLATFORM} if options.smtp_port is not None else set()  # server.py runs it
+    app[PLATFORMS_KEY] = frozenset(p.platform for p in platforms) | smtp
     for stand_in in platforms:
         app.add_routes(stand_in.routes())
     app.add_routes([

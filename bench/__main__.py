@@ -1,0 +1,234 @@
+"""`make bench`: broadcaster against a floor measured in the same run.
+
+The machine has two shared cores and absolute times drift, so every figure is
+reported next to a floor taken moments before on the same endpoints: a bare
+``asyncio.gather`` of the same POSTs with aiohttp. Sandbox and daemon run as
+separate processes, as in production.
+
+    fan-out 10 / 100   POST → every delivery recorded delivered, vs. the floor
+    hanging channel    one of ten hangs: the other nine, vs. the floor of nine
+    platforms          the five platform channels + webhooks, vs. the floor
+    accept p99         POST /api/v1/alerts answer time over 200 sequential alerts
+    start-up           process start → /readyz 200; idle resident memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import aiohttp
+
+from bench.stack import BenchStack, Endpoint
+
+RUNS = 15
+LATENCY_MS = 100
+
+
+@dataclass
+class Figure:
+    name: str
+    value: str
+    target: str
+    ok: bool
+
+
+def _median(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+def _delivered_at(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+async def fan_out(stack: BenchStack, session: aiohttp.ClientSession, channels: list[str],
+                  expect: list[str] | None = None) -> float:
+    """Seconds from POST to the last of ``expect`` (default: all) recorded delivered."""
+    expect = expect or channels
+    started = time.time()
+    alert = await stack.post_alert(session, channels)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = await stack.get_alert(session, alert["id"])
+        done = [d for d in found["deliveries"] if d["channel"] in expect]
+        if all(d["state"] == "delivered" for d in done):
+            return max(_delivered_at(d["delivered_at"]) for d in done) - started
+        await asyncio.sleep(0.01)
+    raise RuntimeError(f"alert {alert['id']} not delivered in time")
+
+
+async def floor(session: aiohttp.ClientSession, endpoints: list[Endpoint]) -> float:
+    """The bare minimum: the same POSTs, all at once, nothing recorded."""
+    started = time.time()
+    await asyncio.gather(*(endpoint.post(session) for endpoint in endpoints))
+    return time.time() - started
+
+
+async def paired(runs: int, ours: Callable[[], Awaitable[float]],
+                 bare: Callable[[], Awaitable[float]]) -> tuple[float, float]:
+    """Alternate floor and measurement, so drift hits both alike; medians."""
+    ours_samples, floor_samples = [], []
+    for _ in range(runs):
+        floor_samples.append(await bare())
+        ours_samples.append(await ours())
+    return _median(ours_samples), _median(floor_samples)
+
+
+def ratio_figure(name: str, ours: float, bare: float, limit: float) -> Figure:
+    ratio = ours / bare
+    return Figure(name, f"{ours * 1000:.0f} ms vs floor {bare * 1000:.0f} ms = {ratio:.3f}×",
+                  f"≤ {limit:.2f}×", ratio <= limit)
+
+
+async def bench_fan_out(stack: BenchStack, width: int, limit: float, runs: int) -> Figure:
+    names = [f"w{i}" for i in range(width)]
+    async with aiohttp.ClientSession() as session:
+        await fan_out(stack, session, names)  # warm connections and lanes
+        ours, bare = await paired(runs, lambda: fan_out(stack, session, names),
+                                  lambda: floor(session, stack.endpoints(names)))
+    return ratio_figure(f"fan-out to {width} webhooks ({LATENCY_MS} ms each)", ours, bare, limit)
+
+
+async def bench_hanging(stack: BenchStack, runs: int) -> Figure:
+    names = [f"w{i}" for i in range(10)]
+    healthy = names[1:]
+    stack.fault({"platform": "webhook", "target": names[0], "kind": "hang"})
+    try:
+        async with aiohttp.ClientSession() as session:
+            ours, bare = await paired(
+                runs, lambda: fan_out(stack, session, names, expect=healthy),
+                lambda: floor(session, stack.endpoints(healthy)))
+    finally:
+        stack.clear_faults(latency_ms=LATENCY_MS)
+    return ratio_figure("one of 10 hangs: the other nine", ours, bare, 1.10)
+
+
+async def bench_platforms(stack: BenchStack, runs: int) -> Figure | None:
+    names = stack.platform_channels()
+    if len(names) < 6:
+        return None
+    async with aiohttp.ClientSession() as session:
+        await fan_out(stack, session, names)
+        ours, bare = await paired(runs, lambda: fan_out(stack, session, names),
+                                  lambda: floor(session, stack.endpoints(names)))
+    return ratio_figure(f"5 platforms + webhooks ({', '.join(names)})", ours, bare, 1.15)
+
+
+async def bench_accept(stack: BenchStack, count: int = 200) -> Figure:
+    stack.clear_faults(latency_ms=0)
+    timings = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(count):
+            started = time.perf_counter()
+            await stack.post_alert(session, ["w0"])
+            timings.append(time.perf_counter() - started)
+    stack.clear_faults(latency_ms=LATENCY_MS)
+    timings.sort()
+    p99 = timings[int(len(timings) * 0.99) - 1]
+    p50 = timings[len(timings) // 2]
+    return Figure(f"POST /api/v1/alerts over {count} sequential alerts",
+                  f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms", "p99 ≤ 25 ms",
+                  p99 <= 0.025)
+
+
+def bench_start(config: Path, env: dict[str, str], url: str) -> list[Figure]:
+    started = time.monotonic()
+    process = subprocess.Popen([sys.executable, "-m", "broadcaster", "serve", "--config",
+                                str(config)], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        ready_after = None
+        while time.monotonic() - started < 20:
+            try:
+                with urllib_open(url + "/readyz") as status:
+                    if status == 200:
+                        ready_after = time.monotonic() - started
+                        break
+            except OSError:
+                pass
+            time.sleep(0.01)
+        time.sleep(3)  # idle, as between alerts
+        rss_kb = _rss_kb(process.pid)
+    finally:
+        process.terminate()
+        process.wait(10)
+    ready = ready_after if ready_after is not None else float("inf")
+    return [
+        Figure("start → /readyz 200", f"{ready:.2f} s", "≤ 1.5 s", ready <= 1.5),
+        Figure("idle resident memory", f"{rss_kb / 1024:.1f} MB", "≤ 80 MB",
+               rss_kb / 1024 <= 80),
+    ]
+
+
+class urllib_open:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __enter__(self) -> int:
+        import urllib.request
+
+        self.response = urllib.request.urlopen(self.url, timeout=1)
+        return int(self.response.status)
+
+    def __exit__(self, *exc: object) -> None:
+        self.response.close()
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def main(runs: int, wide: bool) -> list[Figure]:
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="broadcaster-bench-") as folder:
+        async with BenchStack(Path(folder), webhooks=100 if wide else 10,
+                              latency_ms=LATENCY_MS) as stack:
+            figures.append(await bench_fan_out(stack, 10, 1.10, runs))
+            if wide:
+                figures.append(await bench_fan_out(stack, 100, 1.25, runs))
+            figures.append(await bench_hanging(stack, runs))
+            platforms = await bench_platforms(stack, runs)
+            if platforms is not None:
+                figures.append(platforms)
+            figures.append(await bench_accept(stack))
+            config, env, url = stack.start_config()
+        figures += bench_start(config, env, url)
+    return figures
+
+
+def report(figures: list[Figure]) -> str:
+    width = max(len(f.name) for f in figures)
+    lines = [f"{'benchmark'.ljust(width)}  result  (target)"]
+    for figure in figures:
+        mark = "ok" if figure.ok else "MISSED"
+        lines.append(f"{figure.name.ljust(width)}  {figure.value}  ({figure.target}, {mark})")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--runs", type=int, default=RUNS)
+    parser.add_argument("--no-wide", action="store_true", help="skip the 100-channel run")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    results = asyncio.run(main(args.runs, wide=not args.no_wide))
+    print(json.dumps([f.__dict__ for f in results], indent=2) if args.json else report(results))
+    sys.exit(0 if all(f.ok for f in results) else 1)
+
+
+
