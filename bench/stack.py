@@ -71,6 +71,7 @@ class BenchStack:
         self.platform_blocks: dict[str, str] = {}
         self.platform_endpoints: dict[str, Endpoint] = {}
         self.env = {**os.environ, "WEBHOOK_SECRET": WEBHOOK_SECRET}
+        self.sent = 0
 
     # -- processes ------------------------------------------------------------
 
@@ -91,15 +92,18 @@ class BenchStack:
                 time.sleep(0.02)
         raise RuntimeError(f"{url} did not come up; see {self.directory}")
 
-    def config_text(self, listen_port: int, database: str) -> str:
+    def config_text(self, listen_port: int, database: str, webhooks: int | None = None,
+                    platforms: bool = True) -> str:
+        count = self.webhooks if webhooks is None else webhooks
         blocks = [f"""
 [[channel]]
 name = "w{i}"
 kind = "webhook"
 url = "{self.sandbox}/webhook/w{i}"
 secret = {{ env = "WEBHOOK_SECRET" }}
-""" for i in range(self.webhooks)]
-        blocks += list(self.platform_blocks.values())
+""" for i in range(count)]
+        if platforms:
+            blocks += list(self.platform_blocks.values())
         return f"""[service]
 city = "Stadt Koblenz"
 info_url = "https://www.koblenz.de/warnung"
@@ -136,11 +140,13 @@ templates = "{REPO / 'templates'}"
             process.terminate()
             process.wait(10)
 
-    def start_config(self) -> tuple[Path, dict[str, str], str]:
+    def start_config(self, webhooks: int, platforms: bool) -> tuple[Path, dict[str, str], str]:
         """A fresh config (own port and database) for the start-up measurement."""
         port = free_port()
-        path = self.directory / "start.toml"
-        path.write_text(self.config_text(port, "start.db"), encoding="utf-8")
+        name = f"start-{webhooks}-{platforms}"
+        path = self.directory / f"{name}.toml"
+        path.write_text(self.config_text(port, f"{name}.db", webhooks, platforms),
+                        encoding="utf-8")
         return path, dict(self.env), f"http://127.0.0.1:{port}"
 
     # -- sandbox --------------------------------------------------------------
@@ -179,7 +185,10 @@ templates = "{REPO / 'templates'}"
 
     async def post_alert(self, session: aiohttp.ClientSession, channels: list[str]
                          ) -> dict[str, Any]:
-        body = {"template": "evakuierung", "variables": VARIABLES, "mode": "live",
+        # Every alert reads differently: X and Facebook refuse a text seen before.
+        self.sent += 1
+        variables = {**VARIABLES, "area": f"Oberwerth, Abschnitt {self.sent}"}
+        body = {"template": "evakuierung", "variables": variables, "mode": "live",
                 "channels": channels}
         async with session.post(f"{self.url}/api/v1/alerts", json=body,
                                 headers={"Authorization": f"Bearer {self.token}"}) as response:

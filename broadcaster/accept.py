@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from broadcaster.approvals import ApprovalState
 from broadcaster.catalog import Catalog
@@ -22,8 +23,9 @@ from broadcaster.channels.base import Channel, Composed
 from broadcaster.config import ChannelConfig, Config
 from broadcaster.errors import ValidationError
 from broadcaster.models import Alert, AlertKind, Mode, new_id
-from broadcaster.store import NewAlert, NewDelivery
+from broadcaster.store import SCHEDULED, NewAlert, NewDelivery
 from broadcaster.templates import RenderContext, Template, render_languages
+from broadcaster.timing import Repeat, parse_repeat, reminder_note
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class AlertRequest:
     send_at: datetime | None = None
     kind: AlertKind = AlertKind.ALERT
     references: str | None = None
+    repeat: Mapping[str, Any] | None = None
 
     def fingerprint(self) -> str:
         """A hash of the request, to tell a repeat from a different request."""
@@ -45,6 +48,7 @@ class AlertRequest:
             "channels": sorted(self.channels) if self.channels is not None else None,
             "send_at": self.send_at.isoformat() if self.send_at else None,
             "kind": self.kind.value, "references": self.references,
+            "repeat": dict(self.repeat) if self.repeat is not None else None,
         }
         encoded = json.dumps(document, sort_keys=True, ensure_ascii=False, default=str)
         return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
@@ -68,6 +72,7 @@ class Prepared:
     values: dict[str, str]
     previews: tuple[ChannelPreview, ...]
     problems: dict[str, str] = field(default_factory=dict)
+    repeat: Repeat | None = None
 
 
 class Composer:
@@ -118,19 +123,43 @@ class Composer:
             exercise_banner=self.config.service.exercise_banner,
             timezone=self.config.service.timezone,
         )
+        repeat = self._repeat(request, now, problems)
+        zone = ZoneInfo(self.config.service.timezone)
         previews = []
         for channel in channels:
             texts = render_languages(template, values, context, channel.languages)
             live = self.channels.get(channel.name)
             limit = live.length_limit() if live is not None else None
-            composed = KINDS[channel.kind].compose(texts, limit)
+            kind = KINDS[channel.kind]
+            composed = kind.compose(texts, limit)
             issues: tuple[str, ...] = ()
             if composed.too_long:
                 issues = (f"{composed.length} characters, {channel.kind} allows {composed.limit}: "
                           "shorten the values (nothing is cut off automatically)",)
                 problems[f"channels.{channel.name}"] = issues[0]
+            elif repeat is not None and composed.limit is not None:
+                note = reminder_note(channel.languages[0], now, zone)
+                with_note = kind.count(composed.text + note)
+                if with_note > composed.limit:
+                    issues = (f"a repetition adds a reminder line: {with_note} characters, "
+                              f"{channel.kind} allows {composed.limit}",)
+                    problems["repeat"] = f"channel {channel.name!r}: {issues[0]}"
             previews.append(ChannelPreview(channel.name, channel.kind, composed, issues))
-        return Prepared(alert_id, template, mode, values, tuple(previews), problems)
+        return Prepared(alert_id, template, mode, values, tuple(previews), problems, repeat)
+
+    def _repeat(self, request: AlertRequest, now: datetime,
+                problems: dict[str, str]) -> Repeat | None:
+        if request.repeat is None:
+            return None
+        if request.kind is not AlertKind.ALERT:
+            problems["repeat"] = "only an alert repeats; its follow-ups end or update it"
+            return None
+        try:
+            return parse_repeat(request.repeat, ZoneInfo(self.config.service.timezone),
+                                request.send_at or now)
+        except ValidationError as exc:
+            problems.update(exc.problems)
+            return None
 
     def accept(
         self, request: AlertRequest, created_by: str, now: datetime,
@@ -141,6 +170,12 @@ class Composer:
         prepared = self.prepare(request, now, reference)
         if prepared.problems:
             raise ValidationError(prepared.problems)
+        template = prepared.template
+        expires_at = None
+        if template.expires_after is not None and request.kind is AlertKind.ALERT:
+            expires_at = (request.send_at or now) + template.expires_after
+        if hold is None and request.send_at is not None:
+            hold = SCHEDULED
         return NewAlert(
             id=prepared.alert_id,
             template=prepared.template.id,
@@ -156,6 +191,8 @@ class Composer:
             hold=hold,
             idempotency_key=idempotency_key,
             request_hash=request.fingerprint() if idempotency_key else None,
+            repeat=prepared.repeat.to_json() if prepared.repeat else None,
+            expires_at=expires_at,
             deliveries=tuple(
                 NewDelivery(new_id(), p.channel, p.composed.headline, p.composed.text)
                 for p in prepared.previews

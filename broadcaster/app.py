@@ -15,7 +15,7 @@ from datetime import datetime
 
 from aiohttp import web
 
-from broadcaster import __version__, api
+from broadcaster import __version__, api, console
 from broadcaster.accept import Composer
 from broadcaster.appkeys import (
     CATALOG,
@@ -28,6 +28,7 @@ from broadcaster.appkeys import (
     HEALTH,
     METRICS,
     SCRUBBER,
+    TIMEKEEPER,
 )
 from broadcaster.catalog import Catalog
 from broadcaster.channels import KINDS
@@ -38,6 +39,7 @@ from broadcaster.health import HealthBoard
 from broadcaster.logs import Scrubber, event
 from broadcaster.metrics import Metrics
 from broadcaster.models import utcnow
+from broadcaster.scheduler import Timekeeper
 from broadcaster.store import DaemonLock, Database, Store
 
 log = logging.getLogger("broadcaster.app")
@@ -60,8 +62,9 @@ def create_app(
     app[METRICS] = Metrics([c.name for c in config.enabled_channels()], __version__)
     app[CATALOG] = Catalog(config.service.templates)
     app[HEALTH] = HealthBoard([c.name for c in config.enabled_channels()], app[METRICS])
-    app.cleanup_ctx.extend([_lock, _ledger, _channels, _dispatcher])
+    app.cleanup_ctx.extend([_lock, _ledger, _channels, _dispatcher, _timekeeper])
     api.add_routes(app)
+    console.add_routes(app)
     return app
 
 
@@ -106,3 +109,13 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
           database=str(app[CONFIG].service.database))
     yield
     await dispatcher.stop(SHUTDOWN_GRACE)
+
+
+async def _timekeeper(app: web.Application) -> AsyncIterator[None]:
+    channels: dict[str, Channel] = app[CHANNELS]
+    timekeeper = Timekeeper(app[CONFIG], app[DATABASE], app[DISPATCHER], channels,
+                            app[HEALTH], app[METRICS], app[CLOCK])
+    app[TIMEKEEPER] = timekeeper
+    await timekeeper.start()
+    yield
+    await timekeeper.stop()

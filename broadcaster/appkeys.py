@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+import jinja2
 from aiohttp import web
 
 from broadcaster.accept import Composer
@@ -15,6 +16,7 @@ from broadcaster.dispatch import Dispatcher
 from broadcaster.health import HealthBoard
 from broadcaster.logs import Scrubber
 from broadcaster.metrics import Metrics
+from broadcaster.scheduler import Timekeeper
 from broadcaster.store import Database, User
 
 CONFIG = web.AppKey("config", Config)
@@ -27,6 +29,9 @@ CHANNELS = web.AppKey("channels", dict[str, Channel])
 COMPOSER = web.AppKey("composer", Composer)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 HEALTH = web.AppKey("health", HealthBoard)
+TIMEKEEPER = web.AppKey("timekeeper", Timekeeper)
+# The web console's page environment (autoescaping; not the sandboxed template one).
+CONSOLE_PAGES = web.AppKey("console_pages", jinja2.Environment)
 
 # Per request: the authenticated user.
 USER = "broadcaster.user"

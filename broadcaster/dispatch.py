@@ -27,7 +27,14 @@ from datetime import datetime
 
 from broadcaster.channels.base import Channel
 from broadcaster.config import ChannelConfig
-from broadcaster.errors import DeliveryError, OutcomeUnknown, Permanent, Retryable, StoreError
+from broadcaster.errors import (
+    CredentialsRejected,
+    DeliveryError,
+    OutcomeUnknown,
+    Permanent,
+    Retryable,
+    StoreError,
+)
 from broadcaster.groupcommit import GroupCommit
 from broadcaster.health import HealthBoard
 from broadcaster.logs import Scrubber, event
@@ -186,8 +193,9 @@ class Lane:
         except StoreError as exc:
             # Stays `sending` in the ledger; the next start resolves it by the
             # channel's on_unknown policy. Nothing is lost, nothing claimed twice.
-            event(log, "delivery.unrecorded", logging.ERROR, delivery=delivery.id,
-                  channel=self.name, attempt=number, result=outcome.result, error=str(exc))
+            event(log, "delivery.unrecorded", logging.ERROR, alert=delivery.alert_id,
+                  delivery=delivery.id, channel=self.name, attempt=number,
+                  duration=round(outcome.duration, 3), result=outcome.result, error=str(exc))
             return
         self._observe(delivery, number, outcome, finished)
 
@@ -196,6 +204,8 @@ class Lane:
     ) -> Outcome:
         message = self.scrubber.scrub(str(exc))
         error_class = type(exc).__name__
+        if isinstance(exc, CredentialsRejected):
+            self.health.credentials_refused(self.name, message)
         if isinstance(exc, Permanent):
             return Outcome("permanent", DeliveryState.FAILED, duration, error_class, message)
         if isinstance(exc, OutcomeUnknown):
@@ -227,10 +237,12 @@ class Lane:
             self.health.delivered(channel, finished)
         elif outcome.state in (DeliveryState.FAILED, DeliveryState.UNKNOWN):
             self.metrics.deliveries.labels(channel, outcome.state.value).inc()
-        level = logging.INFO if outcome.state is not DeliveryState.FAILED else logging.WARNING
+        # failed and unknown need a person: warnings (journalctl -p warning shows them)
+        level = (logging.WARNING if outcome.state in (DeliveryState.FAILED, DeliveryState.UNKNOWN)
+                 else logging.INFO)
         event(log, f"delivery.{outcome.result}", level, alert=delivery.alert_id,
               delivery=delivery.id, channel=channel, attempt=number,
-              duration=f"{outcome.duration:.3f}", state=outcome.state.value,
+              duration=round(outcome.duration, 3), state=outcome.state.value,
               error=outcome.message or "")
 
     async def stop(self, grace: float) -> None:
@@ -248,6 +260,8 @@ class Lane:
             for task in still_running:
                 task.cancel()
             await asyncio.gather(*still_running, return_exceptions=True)
+            event(log, "lane.stopped", channel=self.name, finished=len(pending) -
+                  len(still_running), interrupted=len(still_running))
 
 
 class Dispatcher:
@@ -286,8 +300,9 @@ class Dispatcher:
         recovered = await self.db.run(self.db.store.recover_interrupted, self._unknown_policy,
                                       utcnow())
         for item in recovered:
-            event(log, "delivery.recovered", logging.WARNING, delivery=item.delivery_id,
-                  channel=item.channel, attempt=item.attempt, state=item.state.value)
+            event(log, "delivery.recovered", logging.WARNING, alert=item.alert_id,
+                  delivery=item.delivery_id, channel=item.channel, attempt=item.attempt,
+                  state=item.state.value)
             if item.state is DeliveryState.UNKNOWN:
                 self.metrics.deliveries.labels(item.channel, "unknown").inc()
         for lane in self.lanes.values():

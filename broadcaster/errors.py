@@ -13,6 +13,7 @@
     └── DeliveryError                raised by channels, acted on by the dispatcher only
         ├── Retryable                certainly not delivered; may succeed later
         ├── Permanent                will not succeed without a person (token, content)
+        │   └── CredentialsRejected  the platform refused the channel's credentials
         └── OutcomeUnknown           the request may have reached the platform
 
 Channels classify, the dispatcher acts: a channel raises one of the three
@@ -115,6 +116,10 @@ class Retryable(DeliveryError):
 
 class Permanent(DeliveryError):
     """Will not succeed by retrying: a person has to act (renew a token, fix content)."""
+
+
+class CredentialsRejected(Permanent):
+    """The platform refused the channel's token, password or keys: renew them."""
 
 
 class OutcomeUnknown(DeliveryError):

@@ -27,6 +27,7 @@ class GroupCommit(Generic[Item, Result]):
         self.batch = batch
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._flushing = False
+        self._flusher: asyncio.Task[None] | None = None
 
     async def submit(self, item: Item) -> Result:
         loop = asyncio.get_running_loop()
@@ -36,8 +37,11 @@ class GroupCommit(Generic[Item, Result]):
             self._flushing = True
             # After the callbacks already scheduled for this moment: the other lanes
             # woken together submit before the batch is cut.
-            loop.call_soon(lambda: asyncio.ensure_future(self._flush()))
+            loop.call_soon(self._start_flush)
         return await future
+
+    def _start_flush(self) -> None:
+        self._flusher = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
         try:

@@ -37,10 +37,19 @@ class HealthBoard:
         self._set(channel, replace(current, up=True, last_success_at=at,
                                    message=current.message if current.up else "delivering"))
         self.metrics.last_success.labels(channel).set(at.timestamp())
+        self.metrics.credentials_ok.labels(channel).set(1)
+
+    def credentials_refused(self, channel: str, message: str) -> None:
+        """A delivery was refused for the channel's credentials: it is down until renewed."""
+        self._set(channel, replace(self.get(channel), up=False, message=message))
+        self.metrics.credentials_ok.labels(channel).set(0)
 
     def checked(self, channel: str, result: Health, at: datetime) -> None:
         self._set(channel, replace(self.get(channel), up=result.up, message=result.message,
                                    checked_at=at))
+        if result.up or result.credentials_rejected:
+            self.metrics.credentials_ok.labels(channel).set(0 if result.credentials_rejected
+                                                            else 1)
 
     def _set(self, channel: str, health: ChannelHealth) -> None:
         self._health[channel] = health

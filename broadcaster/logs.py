@@ -4,16 +4,25 @@
 line. Every record passes the Scrubber, which replaces each configured secret (and
 Telegram-style ``bot<token>`` path segments) with ``***`` — also in messages that
 client libraries log on their own, such as the URL of a request.
+
+Timestamps: when stderr is the journal (systemd sets ``$JOURNAL_STREAM`` to its
+device and inode), journald stamps every line itself, to the microsecond, so the
+line carries no time of its own but a ``<N>`` syslog priority prefix that journald
+turns into the entry's priority (``journalctl -p warning`` then works). Anywhere
+else (a terminal, a file, a container's log collector) each line starts with
+``time=`` (UTC, milliseconds), or has a ``"time"`` key in JSON.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TextIO
 
 _BOT_TOKEN = re.compile(r"bot\d+:[A-Za-z0-9_-]+")
 _STRUCTURED = "structured"
@@ -58,10 +67,39 @@ def _value(value: Any) -> str:
     return text
 
 
-class KeyValueFormatter(logging.Formatter):
+# sd-daemon(3) priority prefixes, by logging level.
+_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
+             logging.DEBUG: 7}
+
+
+def _time(record: logging.LogRecord) -> str:
+    moment = datetime.fromtimestamp(record.created, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class _LineFormatter(logging.Formatter):
+    """One record, one line; with a time of its own unless journald adds one."""
+
+    def __init__(self, journal: bool = False) -> None:
+        super().__init__()
+        self.journal = journal
+
     def format(self, record: logging.LogRecord) -> str:
-        parts = [f"level={record.levelname.lower()}", f"logger={record.name}",
-                 f"msg={_value(record.getMessage())}"]
+        line = self.line(record)
+        if self.journal:
+            priority = _PRIORITY.get(record.levelno, 6 if record.levelno < logging.ERROR else 3)
+            return f"<{priority}>{line}"
+        return line
+
+    def line(self, record: logging.LogRecord) -> str:
+        raise NotImplementedError
+
+
+class KeyValueFormatter(_LineFormatter):
+    def line(self, record: logging.LogRecord) -> str:
+        parts = [] if self.journal else [f"time={_time(record)}"]
+        parts += [f"level={record.levelname.lower()}", f"logger={record.name}",
+                  f"msg={_value(record.getMessage())}"]
         for key, value in (getattr(record, _STRUCTURED, None) or {}).items():
             parts.append(f"{key}={_value(value)}")
         line = " ".join(parts)
@@ -70,14 +108,28 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        document: dict[str, Any] = {"level": record.levelname.lower(), "logger": record.name,
-                                    "msg": record.getMessage()}
+class JsonFormatter(_LineFormatter):
+    def line(self, record: logging.LogRecord) -> str:
+        document: dict[str, Any] = {} if self.journal else {"time": _time(record)}
+        document.update({"level": record.levelname.lower(), "logger": record.name,
+                         "msg": record.getMessage()})
         document.update(getattr(record, _STRUCTURED, None) or {})
         if record.exc_text:
             document["exc"] = record.exc_text
         return json.dumps(document, ensure_ascii=False, default=str)
+
+
+def stderr_is_journal(stream: TextIO | None = None,
+                      environ: Mapping[str, str] | None = None) -> bool:
+    """True when the stream (stderr) is connected to journald, as $JOURNAL_STREAM says."""
+    stream = stream or sys.stderr
+    environ = os.environ if environ is None else environ
+    device, _, inode = environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        stat = os.fstat(stream.fileno())
+        return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
+    except (ValueError, OSError):
+        return False
 
 
 def setup(log_format: str = "text", secrets: Iterable[str] = (),
@@ -86,7 +138,9 @@ def setup(log_format: str = "text", secrets: Iterable[str] = (),
     scrubber = Scrubber(secrets)
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(scrubber)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else KeyValueFormatter())
+    journal = stderr_is_journal()
+    handler.setFormatter(JsonFormatter(journal) if log_format == "json"
+                         else KeyValueFormatter(journal))
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
@@ -95,6 +149,9 @@ def setup(log_format: str = "text", secrets: Iterable[str] = (),
     # httpx logs every request URL at INFO; Telegram's carries the token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # APScheduler logs its own bookkeeping (job added, running, executed) at INFO:
+    # lines without an event in them, every few minutes per channel.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     return scrubber
 
 

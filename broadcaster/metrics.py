@@ -59,6 +59,9 @@ class Metrics:
                                  "delivered", ["channel"], buckets=LATENCY_BUCKETS, registry=r)
         self.channel_up = Gauge("broadcaster_channel_up", "1 when the channel's last health "
                                 "check or delivery succeeded", ["channel"], registry=r)
+        self.credentials_ok = Gauge("broadcaster_channel_credentials_ok", "0 when the "
+                                    "channel's last health check or delivery was refused for "
+                                    "its credentials", ["channel"], registry=r)
         self.last_success = Gauge("broadcaster_channel_last_success_timestamp_seconds",
                                   "Unix time of the channel's last delivery", ["channel"],
                                   registry=r)
@@ -79,6 +82,7 @@ class Metrics:
                 self.attempts.labels(channel, result)
             self.latency.labels(channel)
             self.channel_up.labels(channel).set(1)
+            self.credentials_ok.labels(channel).set(1)
             self.last_success.labels(channel)
 
     def exposition(self, delivery_counts: Mapping[tuple[str, str], int]) -> bytes:

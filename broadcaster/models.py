@@ -153,6 +153,14 @@ class Alert:
     send_at: datetime | None
     hold: str | None  # why its deliveries wait: "scheduled" or "awaiting_approval"
     deliveries: tuple[Delivery, ...]
+    fired_at: datetime | None = None  # a scheduled alert was released
+    late_seconds: float | None = None  # … this much after its time (the daemon was down)
+    repeat: Mapping[str, str] | None = None  # a reminder series: {"every", "until"}
+    repeat_of: str | None = None  # this alert repeats that one
+    expires_at: datetime | None = None
+    expired_at: datetime | None = None  # it lapsed without an all-clear
+    pruned_at: datetime | None = None  # retention removed its texts
+    idempotency_key: str | None = None
 
     @property
     def state(self) -> AlertState:

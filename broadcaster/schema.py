@@ -110,6 +110,17 @@ MIGRATIONS: list[str] = [
         locked_until TEXT
     );
     """,
+    # 2 → 3: scheduled sends, reminder series, expiry, retention
+    """
+    ALTER TABLE alerts ADD COLUMN fired_at TEXT;          -- a scheduled alert was released
+    ALTER TABLE alerts ADD COLUMN late_seconds REAL;      -- how late (the daemon was down)
+    ALTER TABLE alerts ADD COLUMN repeat TEXT;            -- JSON {"every", "until"}: reminders
+    ALTER TABLE alerts ADD COLUMN repeat_of TEXT REFERENCES alerts (id);
+    ALTER TABLE alerts ADD COLUMN expires_at TEXT;        -- when the template says it lapses
+    ALTER TABLE alerts ADD COLUMN expired_at TEXT;        -- it lapsed without an all-clear
+    ALTER TABLE alerts ADD COLUMN pruned_at TEXT;         -- texts removed by retention
+    CREATE INDEX alerts_hold ON alerts (hold) WHERE hold IS NOT NULL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -21,10 +21,11 @@ import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import quote
 
 from broadcaster import audit
 from broadcaster.errors import AlreadyRunning, Conflict, NotFound, StoreError, StoreUnavailable
@@ -52,7 +53,7 @@ def ts(moment: datetime) -> str:
 def parse_ts(text: str | None) -> datetime | None:
     if text is None:
         return None
-    return datetime.strptime(text, _TS_FORMAT).replace(tzinfo=UTC)
+    return datetime.fromisoformat(text)  # C-fast, unlike strptime; reads the Z as UTC
 
 
 def _ts(text: str) -> datetime:
@@ -88,6 +89,27 @@ class NewAlert:
     hold: str | None = None
     idempotency_key: str | None = None
     request_hash: str | None = None
+    repeat: Mapping[str, str] | None = None
+    repeat_of: str | None = None
+    expires_at: datetime | None = None
+
+    def as_accepted(self) -> Alert:
+        """The alert as the ledger holds it right after accepting it (every delivery
+        queued), without reading it back."""
+        return Alert(
+            id=self.id, template=self.template, template_sha256=self.template_sha256,
+            variables=self.variables, mode=self.mode, kind=self.kind, severity=self.severity,
+            references=self.references, created_by=self.created_by,
+            created_at=self.created_at, send_at=self.send_at, hold=self.hold,
+            deliveries=tuple(
+                Delivery(id=d.id, alert_id=self.id, channel=d.channel,
+                         state=DeliveryState.QUEUED, attempts=0, headline=d.headline,
+                         text=d.text, error=None, receipt=None, queued_at=self.created_at,
+                         not_before=self.send_at, first_attempt_at=None, delivered_at=None)
+                for d in sorted(self.deliveries, key=lambda d: d.channel)),
+            repeat=self.repeat, repeat_of=self.repeat_of, expires_at=self.expires_at,
+            idempotency_key=self.idempotency_key,
+        )
 
 
 @dataclass(frozen=True)
@@ -160,6 +182,20 @@ class Recovered:
     channel: str
     attempt: int
     state: DeliveryState
+    alert_id: str
+
+
+@dataclass(frozen=True)
+class BackupReport:
+    """What ``Store.backup`` wrote (see the backup section)."""
+
+    path: Path
+    size: int
+    schema_version: int
+    alerts: int
+    deliveries: int
+    users: int
+    audit_events: int
 
 
 @dataclass(frozen=True)
@@ -184,6 +220,7 @@ class ConsoleSession:
     expires_at: datetime
 
 
+SCHEDULED = "scheduled"
 _STORE_FULL_HINTS = ("disk is full", "database or disk is full")
 
 
@@ -324,12 +361,15 @@ class Store:
             db.execute(
                 "INSERT INTO alerts (id, template, template_sha256, variables, mode, kind, "
                 "severity, references_id, created_by, created_at, send_at, hold, "
-                "idempotency_key, request_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "idempotency_key, request_hash, repeat, repeat_of, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (alert.id, alert.template, alert.template_sha256,
                  json.dumps(dict(alert.variables), ensure_ascii=False), alert.mode.value,
                  alert.kind.value, alert.severity.value, alert.references, alert.created_by,
                  created, ts(alert.send_at) if alert.send_at else None, alert.hold,
-                 alert.idempotency_key, alert.request_hash),
+                 alert.idempotency_key, alert.request_hash,
+                 json.dumps(dict(alert.repeat)) if alert.repeat else None, alert.repeat_of,
+                 ts(alert.expires_at) if alert.expires_at else None),
             )
             not_before = ts(alert.send_at) if alert.send_at else None
             db.executemany(
@@ -486,9 +526,9 @@ class Store:
         recovered: list[Recovered] = []
         with self._write() as db:
             rows = db.execute(
-                "SELECT id, channel, attempts FROM deliveries WHERE state = 'sending'"
+                "SELECT id, channel, attempts, alert_id FROM deliveries WHERE state = 'sending'"
             ).fetchall()
-            for delivery_id, channel, attempt in rows:
+            for delivery_id, channel, attempt, alert_id in rows:
                 verdict = policy(channel)
                 state = DeliveryState.QUEUED if verdict == "retry" else DeliveryState.UNKNOWN
                 why = (f"broadcaster stopped during attempt {attempt}; whether the platform "
@@ -504,7 +544,7 @@ class Store:
                     "WHERE delivery_id = ? AND number = ? AND result IS NULL",
                     (why, delivery_id, attempt),
                 )
-                recovered.append(Recovered(delivery_id, channel, attempt, state))
+                recovered.append(Recovered(delivery_id, channel, attempt, state, alert_id))
         return recovered
 
     # -- officers' actions ----------------------------------------------------
@@ -525,6 +565,105 @@ class Store:
             )
             self._append_audit(db, entry, now)
         return self.get_delivery(delivery_id)
+
+    # -- time: scheduled sends, reminder series, expiry, retention ---------------
+
+    def alerts_held(self, hold: str) -> list[Alert]:
+        """Alerts waiting for the given reason (e.g. every scheduled alert)."""
+        return self._alerts(self._read("SELECT * FROM alerts WHERE hold = ? ORDER BY id",
+                                       (hold,)))
+
+    def fire_scheduled(self, alert_id: str, now: datetime) -> float | None:
+        """Release a scheduled alert at (or after) its time; the seconds it is late, or
+        None when it was not scheduled any more (fired, withdrawn: the job is idempotent)."""
+        with self._write() as db:
+            row = db.execute("SELECT hold, send_at FROM alerts WHERE id = ?",
+                             (alert_id,)).fetchone()
+            if row is None or row[0] != SCHEDULED:
+                return None
+            late = max(0.0, (now - _ts(row[1])).total_seconds())
+            db.execute("UPDATE alerts SET hold = NULL, fired_at = ?, late_seconds = ? "
+                       "WHERE id = ?", (ts(now), round(late, 3), alert_id))
+            self._append_audit(db, AuditEntry(
+                actor="scheduler", action="alert.fired", subject=alert_id,
+                details={"late_seconds": round(late, 3)}), now)
+        return late
+
+    def thread_root(self, alert_id: str) -> str:
+        root, seen = alert_id, set()
+        while root not in seen:
+            seen.add(root)
+            rows = self._read("SELECT references_id FROM alerts WHERE id = ?", (root,))
+            if not rows or rows[0][0] is None:
+                break
+            root = rows[0][0]
+        return root
+
+    def thread_closed(self, alert_id: str) -> bool:
+        """Has the thread this alert belongs to had an all-clear or a correction?"""
+        rows = self._read(
+            """
+            WITH RECURSIVE thread(id) AS (
+                SELECT ? UNION SELECT a.id FROM alerts a JOIN thread t ON a.references_id = t.id
+            )
+            SELECT 1 FROM alerts WHERE id IN (SELECT id FROM thread)
+              AND kind IN ('allclear', 'correction') LIMIT 1
+            """, (self.thread_root(alert_id),),
+        )
+        return bool(rows)
+
+    def series(self) -> list[Alert]:
+        """Alerts that carry a reminder series (ended or not: the caller decides)."""
+        return self._alerts(self._read(
+            "SELECT * FROM alerts WHERE repeat IS NOT NULL ORDER BY id"))
+
+    def latest_repetition(self, alert_id: str) -> Alert | None:
+        rows = self._read("SELECT * FROM alerts WHERE repeat_of = ? ORDER BY id DESC LIMIT 1",
+                          (alert_id,))
+        found = self._alerts(rows)
+        return found[0] if found else None
+
+    def pending_expiries(self) -> list[Alert]:
+        return self._alerts(self._read(
+            "SELECT * FROM alerts WHERE expires_at IS NOT NULL AND expired_at IS NULL "
+            "ORDER BY expires_at"))
+
+    def expire_alert(self, alert_id: str, now: datetime) -> bool:
+        """Mark an alert that reached its expiry without an all-clear; False when its
+        thread was closed or it was marked before (idempotent)."""
+        if self.thread_closed(alert_id):
+            return False
+        with self._write() as db:
+            changed = db.execute(
+                "UPDATE alerts SET expired_at = ? WHERE id = ? AND expired_at IS NULL "
+                "AND expires_at <= ?", (ts(now), alert_id, ts(now)),
+            ).rowcount
+            if changed:
+                self._append_audit(db, AuditEntry(actor="scheduler", action="alert.expired",
+                                                  subject=alert_id), now)
+        return bool(changed)
+
+    def apply_retention(self, cutoff: datetime, now: datetime) -> int:
+        """Remove the texts, values and attempts of alerts created before ``cutoff``
+        whose deliveries are all final. Alert and delivery rows (ids, states, receipts)
+        stay, and the audit trail is never touched, so its chain stays verifiable."""
+        with self._write() as db:
+            ids = [row[0] for row in db.execute(
+                "SELECT a.id FROM alerts a WHERE a.created_at < ? AND a.pruned_at IS NULL "
+                "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = a.id "
+                "AND d.state IN ('queued', 'sending'))", (ts(cutoff),))]
+            for alert_id in ids:
+                db.execute("DELETE FROM attempts WHERE delivery_id IN "
+                           "(SELECT id FROM deliveries WHERE alert_id = ?)", (alert_id,))
+                db.execute("UPDATE deliveries SET text = '', headline = '' WHERE alert_id = ?",
+                           (alert_id,))
+                db.execute("UPDATE alerts SET variables = '{}', pruned_at = ? WHERE id = ?",
+                           (ts(now), alert_id))
+            if ids:
+                self._append_audit(db, AuditEntry(
+                    actor="scheduler", action="housekeeping.retention",
+                    details={"alerts": len(ids), "before": ts(cutoff)}), now)
+        return len(ids)
 
     # -- reading --------------------------------------------------------------
 
@@ -565,14 +704,17 @@ class Store:
 
     def release_hold(self, alert_id: str, hold: str, entry: AuditEntry,
                      now: datetime) -> Alert:
-        """Let a held alert's deliveries go (a second officer confirmed it)."""
+        """Let a held alert's deliveries go (a second officer confirmed it); one with a
+        send time still ahead becomes scheduled instead."""
         with self._write() as db:
-            row = db.execute("SELECT hold FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+            row = db.execute("SELECT hold, send_at FROM alerts WHERE id = ?",
+                             (alert_id,)).fetchone()
             if row is None:
                 raise NotFound(f"alert {alert_id} not found")
             if row[0] != hold:
                 raise Conflict(f"alert {alert_id} is not {hold.replace('_', ' ')}")
-            db.execute("UPDATE alerts SET hold = NULL WHERE id = ?", (alert_id,))
+            then = SCHEDULED if row[1] is not None and row[1] > ts(now) else None
+            db.execute("UPDATE alerts SET hold = ? WHERE id = ?", (then, alert_id))
             self._append_audit(db, entry, now)
         return self.get_alert(alert_id)
 
@@ -628,6 +770,11 @@ class Store:
                 references=r["references_id"], created_by=r["created_by"],
                 created_at=_ts(r["created_at"]), send_at=parse_ts(r["send_at"]),
                 hold=r["hold"], deliveries=tuple(deliveries[r["id"]]),
+                fired_at=parse_ts(r["fired_at"]), late_seconds=r["late_seconds"],
+                repeat=json.loads(r["repeat"]) if r["repeat"] else None,
+                repeat_of=r["repeat_of"], expires_at=parse_ts(r["expires_at"]),
+                expired_at=parse_ts(r["expired_at"]), pruned_at=parse_ts(r["pruned_at"]),
+                idempotency_key=r["idempotency_key"],
             )
             for r in rows
         ]
@@ -727,7 +874,6 @@ class Store:
         """Count a failed login against each (subject, limit); a subject reaching its
         limit within ``window`` is locked for ``lockout``. Audits the failure and
         returns the latest lock now in force, else None."""
-        stamp = ts(now)
         locked: list[datetime] = []
         with self._write() as db:
             for subject, limit in limits:
@@ -802,6 +948,92 @@ class Store:
             "FROM audit_events ORDER BY seq"
         )
         return audit.first_broken(tuple(r) for r in rows)
+
+    # -- backup ---------------------------------------------------------------
+    # An online copy for `broadcaster backup`, taken while the daemon runs. It uses
+    # a connection of its own and never this Store's writer, so it needs no Store
+    # instance (opening one would create or migrate the database).
+
+    @staticmethod
+    def backup(source: Path, target: Path) -> BackupReport:
+        """Copy the ledger at ``source`` to ``target``, consistently, while it is in use.
+
+        The SQLite backup API copies every page in one step, inside one read
+        transaction of a connection that only reads (``query_only``): in WAL mode the
+        daemon's writer goes on meanwhile and the copy is the ledger as of one
+        moment. (Not ``mode=ro``: with the daemon stopped, a read-only connection
+        would leave -wal and -shm files behind, owned by whoever ran the backup.)
+        The copy is made beside the target, switched to a rollback journal (one
+        self-contained file), checked (``PRAGMA integrity_check`` and the audit
+        chain), flushed to disk and only then renamed to ``target``: the target is
+        the old file or a whole copy, never half of one.
+        """
+        if not source.is_file():
+            raise StoreUnavailable(f"cannot back up {source}: there is no database file there")
+        if target.exists() and target.resolve() == source.resolve():
+            raise StoreError(f"{target} is the live database; back up to another file")
+        partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+        try:
+            reader = sqlite3.connect(f"file:{quote(str(source.resolve()))}?mode=rw", uri=True,
+                                     timeout=30.0)
+        except sqlite3.Error as exc:
+            raise _unavailable(exc, source) from None
+        try:
+            reader.execute("PRAGMA query_only=ON")
+            copy = sqlite3.connect(str(partial), isolation_level=None)
+            try:
+                reader.backup(copy)
+                copy.execute("PRAGMA journal_mode=DELETE")
+                report = _check_copy(copy, target)
+            finally:
+                copy.close()
+            with open(partial, "rb+") as written:
+                os.fchmod(written.fileno(), 0o600)
+                os.fsync(written.fileno())
+            os.replace(partial, target)
+            _fsync_directory(target.parent)
+        except sqlite3.Error as exc:
+            raise StoreError(f"backup of {source} to {target} failed: {exc}") from None
+        except OSError as exc:
+            raise StoreError(f"cannot write the backup {target}: {exc.strerror}") from None
+        finally:
+            reader.close()
+            with suppress(OSError):
+                partial.unlink()
+        return replace(report, size=target.stat().st_size)
+
+
+# -- backup helpers (see Store.backup) ------------------------------------------
+
+def _check_copy(copy: sqlite3.Connection, target: Path) -> BackupReport:
+    """Prove a fresh copy sound before it replaces anything (see Store.backup)."""
+    problems = [row[0] for row in copy.execute("PRAGMA integrity_check").fetchall()]
+    if problems != ["ok"]:
+        raise StoreError(f"the copy failed PRAGMA integrity_check: {'; '.join(problems[:3])}")
+    rows = copy.execute(
+        "SELECT seq, at, actor, address, action, subject, details, prev_hash, hash "
+        "FROM audit_events ORDER BY seq").fetchall()
+    broken = audit.first_broken(tuple(r) for r in rows)
+    if broken is not None:
+        raise StoreError(f"the ledger's audit chain is broken ({broken}); the copy was "
+                         "not kept — run `broadcaster audit verify`")
+
+    def count(table: str) -> int:
+        return int(copy.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
+
+    return BackupReport(path=target, size=0,
+                        schema_version=int(copy.execute("PRAGMA user_version").fetchone()[0]),
+                        alerts=count("alerts"), deliveries=count("deliveries"),
+                        users=count("users"), audit_events=len(rows))
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename durable: flush the directory entry too."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _statements(script: str) -> list[str]:

@@ -302,3 +302,21 @@ def outgoing(delivery_id: str = "01TESTDELIVERY000000000001", *, text: str = "Te
         text=text, references=None if reply_to is None else "01TESTALERT0000000000000000",
         reply_to=reply_to, created_at=datetime(2026, 11, 23, 3, 12, 9, tzinfo=UTC),
     )
+
+
+def assert_secrets_stay_hidden(daemon: Daemon, token: str, secrets: Mapping[str, str]) -> str:
+    """Look everywhere a person or a scraper can: every alert with its deliveries, the
+    channels, /metrics, and — after stopping the daemon — its whole log. No secret may
+    appear in any of them (compared without case: some platforms lower-case the URL
+    they echo). Returns the log for further checks."""
+    seen = {
+        "alert listing": repr(daemon.api("GET", "/api/v1/alerts?limit=500", token=token)),
+        "channels": repr(daemon.api("GET", "/api/v1/channels", token=token)),
+        "metrics": str(http("GET", daemon.url + "/metrics")[1]),
+    }
+    daemon.stop()
+    seen["log"] = daemon.output()
+    for where, text in seen.items():
+        for name, secret in secrets.items():
+            assert secret.lower() not in text.lower(), f"{name} leaked into the {where}"
+    return seen["log"]

@@ -19,7 +19,13 @@ import pytest
 from aiohttp import web
 
 from broadcaster.channels.base import Channel
-from broadcaster.errors import DeliveryError, OutcomeUnknown, Permanent, Retryable
+from broadcaster.errors import (
+    CredentialsRejected,
+    DeliveryError,
+    OutcomeUnknown,
+    Permanent,
+    Retryable,
+)
 from tests.support import outgoing, start_channel
 
 
@@ -96,8 +102,8 @@ CASES += [
     Case("webhook", 500, "", Retryable),
     Case("webhook", 503, "", Retryable, {"Retry-After": "2"}, retry_after=2),
     Case("webhook", 400, {"error": "bad"}, Permanent),
-    Case("webhook", 401, "", Permanent),
-    Case("webhook", 403, "", Permanent),
+    Case("webhook", 401, "", CredentialsRejected),
+    Case("webhook", 403, "", CredentialsRejected),
     Case("webhook", 404, "", Permanent),
     Case("webhook", 410, "", Permanent),
 ]
@@ -137,10 +143,11 @@ CASES += [
     Case("telegram", 400, _telegram_error(400, "Bad Request: message is too long"), Permanent),
     Case("telegram", 400, _telegram_error(400, "Bad Request: chat not found"), Permanent,
          note="chat-not-found"),
-    Case("telegram", 401, _telegram_error(401, "Unauthorized"), Permanent),
+    Case("telegram", 401, _telegram_error(401, "Unauthorized"), CredentialsRejected),
     Case("telegram", 403, _telegram_error(
-        403, "Forbidden: bot is not a member of the channel chat"), Permanent),
-    Case("telegram", 404, _telegram_error(404, "Not Found"), Permanent, note="invalid-token"),
+        403, "Forbidden: bot is not a member of the channel chat"), CredentialsRejected),
+    Case("telegram", 404, _telegram_error(404, "Not Found"), CredentialsRejected,
+         note="invalid-token"),
     Case("telegram", 500, _telegram_error(500, "Internal Server Error"), Retryable),
     Case("telegram", 502, "<html><body>502 Bad Gateway</body></html>", Retryable,
          note="proxy-html"),
@@ -199,12 +206,14 @@ CASES += [
                                        "is otherwise disallowed"), Retryable,
          retry_after=3600, note="code-368"),
     Case("facebook", 400, _graph_error(190, "Error validating access token: Session has "
-                                       "expired", error_subcode=463), Permanent, note="code-190"),
+                                       "expired", error_subcode=463), CredentialsRejected,
+         note="code-190"),
     Case("facebook", 403, _graph_error(10, "(#10) This endpoint requires the "
-                                       "'pages_manage_posts' permission"), Permanent,
+                                       "'pages_manage_posts' permission"), CredentialsRejected,
          note="code-10"),
     Case("facebook", 403, _graph_error(200, "(#200) The user hasn't authorized the application "
-                                       "to perform this action"), Permanent, note="code-200"),
+                                       "to perform this action"), CredentialsRejected,
+         note="code-200"),
     Case("facebook", 400, _graph_error(100, "(#100) Invalid parameter"), Permanent,
          note="code-100"),
     Case("facebook", 500, "", Retryable, note="no-graph-body"),
@@ -254,7 +263,7 @@ CASES += [
          {"x-rate-limit-reset": _in(30), "x-user-limit-24hour-limit": "100",
           "x-user-limit-24hour-remaining": "0", "x-user-limit-24hour-reset": _in(7200)},
          retry_after=7200, note="daily-cap"),
-    Case("x", 401, _problem(401, "Unauthorized", "Unauthorized"), Permanent),
+    Case("x", 401, _problem(401, "Unauthorized", "Unauthorized"), CredentialsRejected),
     Case("x", 403, _X_DUPLICATE, Permanent, note="duplicate-first-attempt"),
     Case("x", 403, _X_DUPLICATE, "delivered", note="duplicate-after-uncertain", attempt=2),
     Case("x", 403, _problem(403, "Forbidden", "You are not permitted to perform this action."),
@@ -301,8 +310,8 @@ CASES += [
          retry_after=0, note="reset-passed"),
     Case("mastodon", 429, {"error": "Too many requests"}, Retryable, _mastodon_reset(3600),
          note="reset-ahead"),
-    Case("mastodon", 401, {"error": "The access token is invalid"}, Permanent),
-    Case("mastodon", 403, {"error": "This action is not allowed"}, Permanent),
+    Case("mastodon", 401, {"error": "The access token is invalid"}, CredentialsRejected),
+    Case("mastodon", 403, {"error": "This action is not allowed"}, CredentialsRejected),
     Case("mastodon", 422, {"error": "Validation failed: Text character limit of 500 exceeded"},
          Permanent),
     Case("mastodon", 500, {"error": "We're sorry, but something went wrong"}, Retryable),

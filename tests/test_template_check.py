@@ -7,9 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import tomllib
 from pathlib import Path
-from typing import Any
 
 from tests.support import REPO, TEMPLATES, run_cli, write_config
 
@@ -46,33 +44,14 @@ def assert_fails(result: subprocess.CompletedProcess[str], *parts: str) -> None:
     assert re.search(r"^\d+ problem\(s\) in \d+ template\(s\)$", result.stdout, re.MULTILINE)
 
 
-def secret_references(node: Any) -> list[tuple[str, str]]:
-    """Every { env = … } / { file = … } in a parsed TOML document."""
-    if isinstance(node, dict):
-        if len(node) == 1 and set(node) <= {"env", "file"}:
-            ((kind, value),) = node.items()
-            return [(kind, value)]
-        return [ref for value in node.values() for ref in secret_references(value)]
-    if isinstance(node, list):
-        return [ref for value in node for ref in secret_references(value)]
-    return []
-
-
 # The shipped set
 
 
 def test_shipped_templates_pass_with_the_shipped_configuration(tmp_path: Path) -> None:
+    # The press office checks templates without any of the service's credentials:
+    # the configuration's secret references are checked in form only.
     config = REPO / "channels.toml"
-    references = secret_references(tomllib.loads(config.read_text(encoding="utf-8")))
-    credentials = tmp_path / "credentials"
-    credentials.mkdir()
-    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
-    for kind, name in references:
-        if kind == "env":
-            env[name] = f"test-value-for-{name}"
-        elif not Path(name).is_absolute():
-            (credentials / name).write_text(f"test-value-for-{name}\n", encoding="utf-8")
-    result = check(config, **env)
+    result = check(config, CREDENTIALS_DIRECTORY=str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(SHIPPED_IDS)} template(s) checked" in result.stdout
     assert "all render, fit every channel and are approved" in result.stdout

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -17,12 +19,14 @@ from broadcaster.appkeys import (
     DATABASE,
     DISPATCHER,
     METRICS,
+    TIMEKEEPER,
     current_user,
 )
 from broadcaster.errors import ValidationError
 from broadcaster.logs import event
-from broadcaster.models import Alert, AlertKind, AlertState, Delivery, iso_utc
+from broadcaster.models import Alert, AlertKind, AlertState, Delivery, iso_utc, utcnow
 from broadcaster.store import AuditEntry
+from broadcaster.timing import parse_send_at
 
 log = logging.getLogger("broadcaster.api")
 
@@ -48,7 +52,11 @@ def alert_json(alert: Alert) -> dict[str, Any]:
         "kind": alert.kind.value, "template": alert.template, "severity": alert.severity.value,
         "variables": dict(alert.variables), "references": alert.references,
         "created_by": alert.created_by, "created_at": iso_utc(alert.created_at),
-        "send_at": iso_utc(alert.send_at),
+        "send_at": iso_utc(alert.send_at), "fired_at": iso_utc(alert.fired_at),
+        "late_seconds": alert.late_seconds,
+        "repeat": dict(alert.repeat) if alert.repeat else None, "repeat_of": alert.repeat_of,
+        "expires_at": iso_utc(alert.expires_at), "expired": alert.expired_at is not None,
+        "expired_at": iso_utc(alert.expired_at),
         "deliveries": [delivery_json(d) for d in alert.deliveries],
     }
 
@@ -63,11 +71,13 @@ def _channels_field(body: dict[str, Any], problems: dict[str, str]) -> list[str]
     return channels
 
 
-def alert_request(body: dict[str, Any], *, followup: Alert | None = None) -> AlertRequest:
-    """The request in a JSON body; ValidationError names each bad field."""
+def alert_request(body: dict[str, Any], *, followup: Alert | None = None,
+                  zone: ZoneInfo | None = None, now: datetime | None = None) -> AlertRequest:
+    """The request in a JSON body; ValidationError names each bad field. ``zone`` and
+    ``now`` judge a send_at (local wall times are in the service's time zone)."""
     problems: dict[str, str] = {}
     allowed = {"template", "variables", "channels", "mode", "kind"} if followup else {
-        "template", "variables", "channels", "mode", "send_at"}
+        "template", "variables", "channels", "mode", "send_at", "repeat"}
     for key in sorted(set(body) - allowed):
         problems[key] = f"unknown field; known fields: {', '.join(sorted(allowed))}"
     template = body.get("template")
@@ -91,11 +101,19 @@ def alert_request(body: dict[str, Any], *, followup: Alert | None = None) -> Ale
         if mode is None:
             # No default on purpose: live and exercise must never be confused.
             problems["mode"] = 'required: "live" or "exercise"'
+    send_at = None
+    if body.get("send_at") is not None:
+        try:
+            send_at = parse_send_at(body["send_at"], zone or ZoneInfo("UTC"), now or utcnow())
+        except ValidationError as exc:
+            problems.update(exc.problems)
+    repeat = body.get("repeat")
     if problems:
         raise ValidationError(problems)
     return AlertRequest(
         template=str(template), variables=variables, mode=str(mode), channels=channels,
-        kind=kind, references=followup.id if followup else None,
+        kind=kind, references=followup.id if followup else None, send_at=send_at,
+        repeat=repeat,
     )
 
 
@@ -143,14 +161,22 @@ async def accept(request: web.Request, alert_request: AlertRequest, reference: A
         event(log, "alert.accepted", alert=alert_id, template=new.template,
               mode=new.mode.value, kind=new.kind.value, by=user.name, hold=hold or "",
               channels=",".join(d.channel for d in new.deliveries))
-    alert = await database.run(database.store.get_alert, alert_id)
+    if created:
+        # Answer from what was committed: reading it back would queue in front of the
+        # lanes' claims on the ledger thread and delay the fan-out.
+        alert = new.as_accepted()
+        await app[TIMEKEEPER].accepted(alert)
+    else:
+        alert = await database.run(database.store.get_alert, alert_id)
     return alert, created
 
 
 @requires("officer")
 async def post_alert(request: web.Request) -> web.Response:
     body = await json_body(request)
-    return await _accept(request, alert_request(body), None)
+    zone = ZoneInfo(request.app[CONFIG].service.timezone)
+    return await _accept(request, alert_request(body, zone=zone, now=request.app[CLOCK]()),
+                         None)
 
 
 @requires("officer")
@@ -162,7 +188,8 @@ async def preview_alert(request: web.Request) -> web.Response:
     if body.get("references") is not None:
         database = app[DATABASE]
         reference = await database.run(database.store.get_alert, str(body.pop("references")))
-    parsed = alert_request(body, followup=reference)
+    zone = ZoneInfo(app[CONFIG].service.timezone)
+    parsed = alert_request(body, followup=reference, zone=zone, now=app[CLOCK]())
     prepared = app[COMPOSER].prepare(parsed, app[CLOCK](), reference)
     snapshot = app[CATALOG].snapshot()
     return json_response({
@@ -241,6 +268,7 @@ async def approve(request: web.Request, alert_id: str, via: str = "api") -> Aler
     alert = await database.run(database.store.release_hold, alert.id, AWAITING_APPROVAL, entry,
                                app[CLOCK]())
     app[DISPATCHER].notify(d.channel for d in alert.deliveries)
+    await app[TIMEKEEPER].accepted(alert)
     event(log, "alert.approved", alert=alert.id, by=user.name, created_by=alert.created_by)
     return alert
 
@@ -258,6 +286,7 @@ async def withdraw(request: web.Request, alert_id: str, via: str = "api") -> Ale
     entry = AuditEntry(actor=user.name, address=request.remote, action="alert.withdraw",
                        subject=alert_id, details={"via": via})
     alert = await database.run(database.store.cancel_alert, alert_id, entry, app[CLOCK]())
+    app[TIMEKEEPER].cancelled(alert.id)
     event(log, "alert.withdrawn", alert=alert.id, by=user.name)
     return alert
 

@@ -66,6 +66,11 @@ SCHEMAS: dict[str, Any] = {
             "variables": {"type": "object", "additionalProperties": {"type": "string"}},
             "references": _nullable("string"), "created_by": {"type": "string"},
             "created_at": {"type": "string", "format": "date-time"}, "send_at": TIME,
+            "fired_at": TIME, "late_seconds": _nullable("number"),
+            "repeat": {"type": ["object", "null"],
+                       "properties": {"every": {"type": "string"}, "until": {"type": "string"}}},
+            "repeat_of": _nullable("string"), "expires_at": TIME,
+            "expired": {"type": "boolean"}, "expired_at": TIME,
             "deliveries": {"type": "array", "items": _ref("Delivery")},
         },
     },
@@ -82,7 +87,16 @@ SCHEMAS: dict[str, Any] = {
                           "additionalProperties": {"type": ["string", "number"]}},
             "channels": {"type": "array", "items": {"type": "string"}},
             "mode": _enum(Mode),
-            "send_at": {"type": "string", "format": "date-time"},
+            "send_at": {"type": "string", "description": "send later: ISO 8601 with offset, "
+                        "or a local time \"2026-11-24 06:00\" in the service's time zone; "
+                        "in the future, at most 30 days ahead"},
+            "repeat": {"type": "object", "additionalProperties": False, "required": ["every"],
+                       "properties": {
+                           "every": {"type": "string",
+                                     "description": "ISO 8601 duration (at least PT1M) or a "
+                                                    "five-field cron expression"},
+                           "until": {"type": "string",
+                                     "description": "a time, or \"allclear\" (default)"}}},
         },
     },
     "FollowupRequest": {

@@ -17,7 +17,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from broadcaster.errors import DeliveryError, OutcomeUnknown, Permanent, Retryable
+from broadcaster.errors import (
+    CredentialsRejected,
+    DeliveryError,
+    OutcomeUnknown,
+    Permanent,
+    Retryable,
+)
 from broadcaster.models import Outgoing, Receipt
 
 if TYPE_CHECKING:
@@ -79,6 +85,7 @@ class Health:
 
     up: bool
     message: str
+    credentials_rejected: bool = False  # a person must renew a token, key or password
 
 
 # Between languages in one long-form post (a bilingual Facebook post, say).
@@ -217,7 +224,7 @@ def classify_http(
     if status in RETRYABLE_STATUSES or status in extra_retryable or status >= 500:
         return Retryable(f"{channel}: {detail}", retry_after=retry_after_seconds(headers))
     if status in (401, 403):
-        return Permanent(f"{channel}: credentials rejected ({detail}) — {auth_hint}")
+        return CredentialsRejected(f"{channel}: credentials rejected ({detail}) — {auth_hint}")
     return Permanent(f"{channel}: request rejected ({detail})")
 
 

@@ -44,7 +44,13 @@ from broadcaster.channels.base import (
     UnknownPolicy,
 )
 from broadcaster.config import ChannelConfig, ConfigProblem, Secret, is_loopback_host
-from broadcaster.errors import DeliveryError, OutcomeUnknown, Permanent, Retryable
+from broadcaster.errors import (
+    CredentialsRejected,
+    DeliveryError,
+    OutcomeUnknown,
+    Permanent,
+    Retryable,
+)
 from broadcaster.models import Outgoing, Receipt, utcnow
 
 # ASCII only: the envelope is sent without SMTPUTF8 (write IDN domains as punycode).
@@ -193,7 +199,7 @@ class EmailChannel(Channel):
     def _classify(self, exc: Exception, in_data: bool) -> DeliveryError:
         name = self.name
         if isinstance(exc, aiosmtplib.SMTPAuthenticationError) and exc.code >= 500:
-            return Permanent(f"{name}: SMTP login refused ({exc.code} "
+            return CredentialsRejected(f"{name}: SMTP login refused ({exc.code} "
                              f"{' '.join(exc.message.split())}) — {self._renew}")
         if isinstance(exc, aiosmtplib.SMTPResponseException):
             what = f"{exc.code} {' '.join(exc.message.split())}"
@@ -231,7 +237,8 @@ class EmailChannel(Channel):
             await client.quit()
         except Exception as exc:
             verdict = self._classify(exc, in_data=False)
-            return Health(up=False, message=str(verdict).removeprefix(f"{self.name}: "))
+            return Health(up=False, message=str(verdict).removeprefix(f"{self.name}: "),
+                          credentials_rejected=isinstance(verdict, CredentialsRejected))
         finally:
             client.close()
         login = f" as {self.settings.username}" if self.settings.username else ""

@@ -44,7 +44,13 @@ from broadcaster.channels.base import (
     connection_error,
 )
 from broadcaster.config import ChannelConfig, ConfigProblem, Secret, require_http_url
-from broadcaster.errors import DeliveryError, OutcomeUnknown, Permanent, Retryable
+from broadcaster.errors import (
+    CredentialsRejected,
+    DeliveryError,
+    OutcomeUnknown,
+    Permanent,
+    Retryable,
+)
 from broadcaster.models import Outgoing, Receipt
 
 DUPLICATE_POST = 506
@@ -150,7 +156,8 @@ def classify_graph(answer: GraphAnswer, *, channel: str, token_source: str,
     detail = _scrub(_describe(answer), secrets)
     renew = f"renew `token` of channel '{channel}' in channels.toml ({token_source})"
     if code in TOKEN_INVALID:
-        return Permanent(f"{channel}: page token expired or revoked — {renew} [{detail}]")
+        return CredentialsRejected(
+            f"{channel}: page token expired or revoked — {renew} [{detail}]")
     if code in THROTTLED:
         wait = regain_access_seconds(answer.headers) or THROTTLE_FALLBACK_SECONDS
         return Retryable(f"{channel}: Facebook is throttling the page [{detail}]",
@@ -161,7 +168,7 @@ def classify_graph(answer: GraphAnswer, *, channel: str, token_source: str,
     if code in TRANSIENT or answer.error.get("is_transient") is True:
         return Retryable(f"{channel}: Facebook reported a temporary error [{detail}]")
     if code in PERMISSION:
-        return Permanent(
+        return CredentialsRejected(
             f"{channel}: the page token lacks a permission (pages_manage_posts, "
             f"pages_read_engagement) — {renew} [{detail}]"
         )
@@ -264,7 +271,9 @@ class FacebookChannel(Channel):
         except DeliveryError as exc:
             return Health(up=False, message=str(exc))
         if not answer.ok:
-            return Health(up=False, message=str(self._error(answer)))
+            verdict = self._error(answer)
+            return Health(up=False, message=str(verdict),
+                          credentials_rejected=isinstance(verdict, CredentialsRejected))
         assert answer.document is not None
         name, node = answer.document.get("name", "?"), answer.document.get("id", "?")
         return Health(up=True, message=f"page token valid for {name!r} (id {node})")

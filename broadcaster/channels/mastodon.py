@@ -34,7 +34,7 @@ from broadcaster.channels.base import (
     connection_error,
 )
 from broadcaster.config import ChannelConfig, Secret, require_http_url
-from broadcaster.errors import DeliveryError, Permanent, Retryable
+from broadcaster.errors import CredentialsRejected, DeliveryError, Permanent, Retryable
 from broadcaster.models import Outgoing, Receipt
 
 # Reading the instance's limit at start must not hold up the daemon for long.
@@ -141,7 +141,7 @@ class MastodonChannel(Channel):
             return Retryable(f"{self.name}: rate limited by the instance (HTTP 429)",
                              retry_after=reset_wait(headers))
         if status in (401, 403):
-            return Permanent(f"{self.name}: access token rejected (HTTP {status}: "
+            return CredentialsRejected(f"{self.name}: access token rejected (HTTP {status}: "
                              f"{error_text(body)}) — {self._renew}")
         if status == 422:
             return Permanent(f"{self.name}: status rejected (HTTP 422): {error_text(body)}")
@@ -223,7 +223,7 @@ class MastodonChannel(Channel):
                                             f"({type(exc).__name__})")
         if status in (401, 403):
             return Health(up=False, message=f"access token rejected (HTTP {status}) — "
-                                            f"{self._renew}")
+                                            f"{self._renew}", credentials_rejected=True)
         if status != 200:
             return Health(up=False, message=f"{self.settings.base_url} answered HTTP {status}")
         try:

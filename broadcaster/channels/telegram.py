@@ -54,7 +54,13 @@ from broadcaster.channels.base import (
     connection_error,
 )
 from broadcaster.config import ChannelConfig, ConfigProblem, Secret, require_http_url
-from broadcaster.errors import DeliveryError, OutcomeUnknown, Permanent, Retryable
+from broadcaster.errors import (
+    CredentialsRejected,
+    DeliveryError,
+    OutcomeUnknown,
+    Permanent,
+    Retryable,
+)
 from broadcaster.models import Outgoing, Receipt
 
 # Public usernames: 5–32 characters, letters, digits and underscores, a letter first.
@@ -186,14 +192,15 @@ class TelegramChannel(Channel):
         try:
             me = await bot.get_me()
         except (InvalidToken, Forbidden):
-            return Health(up=False, message=self._token_rejected())
+            return Health(up=False, message=self._token_rejected(), credentials_rejected=True)
         except RetryAfter as exc:
             return Health(up=True, message=f"token valid; Telegram asks to wait "
                                            f"{_seconds(exc):g} s (flood control)")
         except TelegramError as exc:
             verdict = self.classify(exc)
             if isinstance(verdict, Permanent):
-                return Health(up=False, message=str(verdict))
+                return Health(up=False, message=str(verdict),
+                              credentials_rejected=isinstance(verdict, CredentialsRejected))
             detail = str(verdict).removeprefix(f"{self.name}: ")
             return Health(up=False, message=f"Telegram unreachable from channel "
                                             f"{self.name!r}: {detail}")
@@ -230,12 +237,12 @@ class TelegramChannel(Channel):
             return Retryable(f"{name}: Telegram flood control, retry in {wait:g} s",
                              retry_after=wait)
         if isinstance(exc, Forbidden):
-            return Permanent(
+            return CredentialsRejected(
                 f"{name}: Telegram refused the bot ({said}) — make the bot an administrator "
                 f"of {self.settings.chat_id} with the right to post, or unblock it",
             )
         if isinstance(exc, InvalidToken):
-            return Permanent(f"{name}: {self._token_rejected()} (or check api_base)")
+            return CredentialsRejected(f"{name}: {self._token_rejected()} (or check api_base)")
         if isinstance(exc, BadRequest):
             return Permanent(f"{name}: Telegram rejected the message ({said})")
         if isinstance(exc, TimedOut):

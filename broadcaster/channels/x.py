@@ -52,7 +52,13 @@ from broadcaster.channels.base import (
     connection_error,
 )
 from broadcaster.config import ChannelConfig, Secret, require_http_url
-from broadcaster.errors import DeliveryError, OutcomeUnknown, Permanent, Retryable
+from broadcaster.errors import (
+    CredentialsRejected,
+    DeliveryError,
+    OutcomeUnknown,
+    Permanent,
+    Retryable,
+)
 from broadcaster.models import Outgoing, Receipt
 
 X_API = "https://api.twitter.com"  # where tweepy sends (and signs) every request
@@ -205,7 +211,8 @@ class XChannel(Channel):
         except Forbidden as exc:
             return Health(up=False, message=str(self._forbidden(exc, "")))
         except DeliveryError as exc:
-            return Health(up=False, message=str(exc))
+            return Health(up=False, message=str(exc),
+                          credentials_rejected=isinstance(exc, CredentialsRejected))
         username = getattr(response.data, "username", None) or "?"  # a tweepy User
         return Health(up=True, message=f"credentials valid, signed in as @{username}")
 
@@ -218,7 +225,7 @@ class XChannel(Channel):
             raise Retryable(f"{self.name}: X rate limit reached ({self._excerpt(exc)})",
                             retry_after=rate_limit_wait(exc.response.headers)) from None
         except Unauthorized as exc:
-            raise Permanent(
+            raise CredentialsRejected(
                 f"{self.name}: X rejected the credentials ({self._excerpt(exc)}) — check "
                 f"consumer_key, consumer_secret, access_token and access_token_secret of "
                 f"channel '{self.name}' in channels.toml (revoked or regenerated keys), and "

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from broadcaster import __version__
-from broadcaster.cli import admin_cmd, alerts_cmd, channels_cmd, service_cmd, templates_cmd
+from broadcaster.cli import admin_cmd, alerts_cmd, channels_cmd, ops_cmd, service_cmd, templates_cmd
 from broadcaster.cli.common import EXIT_FAILURE, EXIT_INVALID, CommandFailed, err
 from broadcaster.errors import (
     BroadcasterError,
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"broadcaster {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (service_cmd, alerts_cmd, templates_cmd, channels_cmd, admin_cmd):
+    for module in (service_cmd, alerts_cmd, templates_cmd, channels_cmd, admin_cmd, ops_cmd):
         module.register(commands)
     return parser
 

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import sys
 
-from broadcaster.auth import ROLES, new_token, new_user_id
-from broadcaster.cli.common import EXIT_FAILURE, EXIT_OK, add_config_option, load, table
+from broadcaster.auth import ROLES, hash_password, new_token, new_user_id
+from broadcaster.cli.common import (
+    EXIT_FAILURE,
+    EXIT_INVALID,
+    EXIT_OK,
+    CommandFailed,
+    add_config_option,
+    load,
+    table,
+)
 from broadcaster.models import iso_utc, utcnow
 from broadcaster.store import AuditEntry, Store, User
 
 CLI_ACTOR = "cli"
+MIN_PASSWORD = 10
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,7 +29,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add = sub.add_parser("add", help="add a user; prints a new API token once")
     add.add_argument("name")
     add.add_argument("--role", required=True, choices=ROLES)
+    _password_options(add, optional=True)
     add.set_defaults(handler=add_user)
+    passwd = sub.add_parser("passwd", help="set a user's console password (ends their "
+                            "console sessions)")
+    passwd.add_argument("name")
+    _password_options(passwd, optional=False)
+    passwd.set_defaults(handler=set_password)
     listing = sub.add_parser("list", help="list users")
     listing.set_defaults(handler=list_users)
     disable = sub.add_parser("disable", help="disable a user (their tokens stop working)")
@@ -33,7 +50,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     show.add_argument("--limit", type=int, default=50)
     show.set_defaults(handler=list_audit)
 
-    for parser in (add, listing, disable, verify, show):
+    for parser in (add, passwd, listing, disable, verify, show):
         add_config_option(parser)
 
 
@@ -41,19 +58,60 @@ def _store(args: argparse.Namespace) -> Store:
     return Store(load(args, secrets=False).service.database)
 
 
+def _password_options(parser: argparse.ArgumentParser, optional: bool) -> None:
+    group = parser.add_mutually_exclusive_group()
+    if optional:
+        group.add_argument("--password", action="store_true",
+                           help="also set a console password (asked twice on the terminal)")
+    group.add_argument("--password-stdin", action="store_true",
+                       help="read the console password from the first line of stdin")
+
+
+def _read_password(args: argparse.Namespace) -> str | None:
+    """The new password from stdin or asked twice on the terminal; None if not wanted."""
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif getattr(args, "password", True):
+        if not sys.stdin.isatty():
+            raise CommandFailed("no terminal to ask for the password on; pipe it in with "
+                                "--password-stdin", EXIT_INVALID)
+        password = getpass.getpass("console password: ")
+        if getpass.getpass("the same again: ") != password:
+            raise CommandFailed("the two passwords differ; nothing was changed", EXIT_INVALID)
+    else:
+        return None
+    if len(password) < MIN_PASSWORD:
+        raise CommandFailed(f"a console password has at least {MIN_PASSWORD} characters",
+                            EXIT_INVALID)
+    return password
+
+
 def add_user(args: argparse.Namespace) -> int:
+    password = _read_password(args)
     store = _store(args)
     user_id = new_user_id()
     token, token_hash = new_token(user_id)
     now = utcnow()
     store.add_user(
         User(id=user_id, name=args.name, role=args.role, token_hash=token_hash,
-             password_hash=None, disabled=False, created_at=now),
+             password_hash=hash_password(password) if password is not None else None,
+             disabled=False, created_at=now),
         AuditEntry(actor=CLI_ACTOR, action="user.add", subject=args.name,
                    details={"role": args.role}),
     )
     print(f"created {args.role} {args.name!r}; the token is shown only now:")
     print(token)
+    return EXIT_OK
+
+
+def set_password(args: argparse.Namespace) -> int:
+    password = _read_password(args)
+    assert password is not None
+    _store(args).set_password(
+        args.name, hash_password(password),
+        AuditEntry(actor=CLI_ACTOR, action="user.passwd", subject=args.name), utcnow(),
+    )
+    print(f"{args.name}: console password set; their console sessions have ended")
     return EXIT_OK
 
 

@@ -29,6 +29,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     send.add_argument("template", metavar="TEMPLATE")
     _message_options(send)
     send.add_argument("--exercise", action="store_true", help="an exercise, not a live alert")
+    send.add_argument("--at", metavar="TIME",
+                      help='send later: "2026-11-24 06:00" (the service\'s time zone) or ISO 8601')
+    send.add_argument("--repeat-every", metavar="EVERY",
+                      help='repeat as a reminder: "PT6H" or a cron expression "0 6 * * *"')
+    send.add_argument("--repeat-until", metavar="UNTIL", default="allclear",
+                      help='until a time, or "allclear" (default): until an all-clear or '
+                           "correction")
     send.set_defaults(handler=send_alert)
 
     followup = commands.add_parser("followup", help="update, all-clear or correction")
@@ -77,6 +84,10 @@ def send_alert(args: argparse.Namespace) -> int:
     }
     if args.channels:
         body["channels"] = args.channels
+    if args.at:
+        body["send_at"] = args.at
+    if args.repeat_every:
+        body["repeat"] = {"every": args.repeat_every, "until": args.repeat_until}
     return _preview_confirm_send(args, body, "/api/v1/alerts", dict(body))
 
 

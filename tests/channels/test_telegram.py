@@ -16,7 +16,14 @@ import pytest
 
 from broadcaster.channels import KINDS
 from broadcaster.channels.base import Channel
-from broadcaster.errors import ConfigError, DeliveryError, OutcomeUnknown, Permanent, Retryable
+from broadcaster.errors import (
+    ConfigError,
+    CredentialsRejected,
+    DeliveryError,
+    OutcomeUnknown,
+    Permanent,
+    Retryable,
+)
 from broadcaster.models import Mode, Receipt
 from broadcaster.sandbox.server import RunningSandbox
 from broadcaster.sandbox.state import Fault, FaultKind
@@ -211,7 +218,7 @@ async def test_flood_control_is_retryable_with_telegrams_wait(
 
 
 @pytest.mark.parametrize("status, expected", [(500, Retryable), (502, Retryable),
-                                              (400, Permanent), (403, Permanent)])
+                                              (400, Permanent), (403, CredentialsRejected)])
 async def test_error_answers_echoing_the_token_never_leak_it(
         channel: Channel, sandbox: RunningSandbox, status: int,
         expected: type[DeliveryError]) -> None:
