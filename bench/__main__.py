@@ -64,7 +64,9 @@ async def fan_out(stack: BenchStack, session: aiohttp.ClientSession, channels: l
         done = [d for d in found["deliveries"] if d["channel"] in expect]
         if all(d["state"] == "delivered" for d in done):
             return max(_delivered_at(d["delivered_at"]) for d in done) - started
-        await asyncio.sleep(0.01)
+        # The time is the ledger's delivered_at, so polling slowly loses no precision —
+        # and keeps the benchmark from loading the daemon it measures.
+        await asyncio.sleep(0.05)
     raise RuntimeError(f"alert {alert['id']} not delivered in time")
 
 

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from broadcaster.approvals import ApprovalState
 from broadcaster.catalog import Catalog
 from broadcaster.channels import KINDS
-from broadcaster.channels.base import Channel, Composed
+from broadcaster.channels.base import Channel, Composed, RenderedText
 from broadcaster.config import ChannelConfig, Config
 from broadcaster.errors import ValidationError
 from broadcaster.models import Alert, AlertKind, Mode, new_id
@@ -126,12 +126,20 @@ class Composer:
         repeat = self._repeat(request, now, problems)
         zone = ZoneInfo(self.config.service.timezone)
         previews = []
+        # Channels of one kind and languages get the same text: render and count once.
+        rendered: dict[tuple[str, ...], list[RenderedText]] = {}
+        composed_for: dict[tuple[str, tuple[str, ...], int | None], Composed] = {}
         for channel in channels:
-            texts = render_languages(template, values, context, channel.languages)
+            if channel.languages not in rendered:
+                rendered[channel.languages] = render_languages(template, values, context,
+                                                               channel.languages)
             live = self.channels.get(channel.name)
             limit = live.length_limit() if live is not None else None
             kind = KINDS[channel.kind]
-            composed = kind.compose(texts, limit)
+            key = (channel.kind, channel.languages, limit)
+            if key not in composed_for:
+                composed_for[key] = kind.compose(rendered[channel.languages], limit)
+            composed = composed_for[key]
             issues: tuple[str, ...] = ()
             if composed.too_long:
                 issues = (f"{composed.length} characters, {channel.kind} allows {composed.limit}: "

@@ -127,8 +127,7 @@ class Lane:
                 # `sending`, so nothing may be sent. Try again shortly or when woken.
                 event(log, "lane.store_unavailable", logging.ERROR, channel=self.name,
                       error=str(exc))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), 5.0)
+                await self._sleep(5.0)
 
     async def _fill_and_wait(self) -> None:
         """Claim what is due while slots and the rate allow, start those attempts, then
@@ -152,8 +151,13 @@ class Lane:
                 # else: a finishing attempt frees a slot and wakes the lane
             elif claim.next_due is not None:
                 timeout = max(0.0, (claim.next_due - now).total_seconds())
+        await self._sleep(timeout)
+
+    async def _sleep(self, seconds: float | None) -> None:
+        """Until woken, or until ``seconds`` have passed (None: until woken)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), timeout)
+            async with asyncio.timeout(seconds):
+                await self.wake.wait()
 
     def _done(self, delivery_id: str, _: asyncio.Task[None]) -> None:
         self._in_flight.pop(delivery_id, None)

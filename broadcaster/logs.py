@@ -15,9 +15,12 @@ else (a terminal, a file, a container's log collector) each line starts with
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import logging.handlers
 import os
+import queue
 import re
 import sys
 from collections.abc import Iterable, Mapping
@@ -55,8 +58,10 @@ class Scrubber(logging.Filter):
             setattr(record, _STRUCTURED,
                     {k: self.scrub(v) if isinstance(v, str) else v for k, v in fields.items()})
         if record.exc_info and record.exc_info[1] is not None:
-            record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
             record.exc_info = None
+        if record.exc_text:
+            record.exc_text = self.scrub(record.exc_text)
         return True
 
 
@@ -132,19 +137,45 @@ def stderr_is_journal(stream: TextIO | None = None,
         return False
 
 
+class _Handoff(logging.handlers.QueueHandler):
+    """Hands records to the writer thread as they are: scrubbing, formatting and the
+    write to stderr happen there, off the event loop (a slow journal never stalls a
+    fan-out)."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        if record.exc_info:
+            # Tracebacks refer to live frames: turn them into text here, as they are.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        record.msg = record.getMessage()
+        record.args = None
+        return record
+
+
+_writer: logging.handlers.QueueListener | None = None
+
+
 def setup(log_format: str = "text", secrets: Iterable[str] = (),
           level: int = logging.INFO) -> Scrubber:
-    """Route all logging to stderr through the scrubber; returns it for more secrets."""
+    """Route all logging to stderr through the scrubber, written by a thread of its
+    own; returns the scrubber, for secrets learned later."""
+    global _writer
     scrubber = Scrubber(secrets)
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(scrubber)
     journal = stderr_is_journal()
     handler.setFormatter(JsonFormatter(journal) if log_format == "json"
                          else KeyValueFormatter(journal))
+    if _writer is not None:
+        _writer.stop()
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _writer = logging.handlers.QueueListener(records, handler, respect_handler_level=True)
+    _writer.start()
+    atexit.register(_writer.stop)  # write what is queued before the process ends
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
-    root.addHandler(handler)
+    root.addHandler(_Handoff(records))
     root.setLevel(level)
     # httpx logs every request URL at INFO; Telegram's carries the token.
     logging.getLogger("httpx").setLevel(logging.WARNING)

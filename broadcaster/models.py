@@ -200,6 +200,4 @@ def iso_utc(moment: datetime | None) -> str | None:
     """UTC ISO 8601 with milliseconds and a Z, as the API prints every timestamp."""
     if moment is None:
         return None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
-        f"{moment.microsecond // 1000:03d}Z"
-    )
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"

@@ -149,17 +149,26 @@ class Claim:
     next_due: datetime | None  # when the next delivery waiting for a time falls due
 
 
+# Every due delivery of the given channels, numbered per channel in queue order.
 _DUE_SQL = """
-    SELECT d.id, d.alert_id, d.attempts, d.headline, d.text, d.queued_at,
-           a.kind, a.mode, a.severity, a.references_id, a.created_at
-    FROM deliveries d JOIN alerts a ON a.id = d.alert_id
-    WHERE d.channel = ? AND d.state = 'queued' AND a.hold IS NULL
-      AND (d.not_before IS NULL OR d.not_before <= ?)
-      AND NOT EXISTS (
-          SELECT 1 FROM deliveries p
-          WHERE p.alert_id = a.references_id AND p.channel = d.channel
-            AND p.state IN ('queued', 'sending'))
-    ORDER BY d.queued_at, d.id LIMIT ?
+    SELECT * FROM (
+        SELECT d.id, d.channel, d.alert_id, d.attempts, d.headline, d.text, d.queued_at,
+               a.kind, a.mode, a.severity, a.references_id, a.created_at,
+               ROW_NUMBER() OVER (PARTITION BY d.channel ORDER BY d.queued_at, d.id) AS place
+        FROM deliveries d JOIN alerts a ON a.id = d.alert_id
+        WHERE d.channel IN ({channels}) AND d.state = 'queued' AND a.hold IS NULL
+          AND (d.not_before IS NULL OR d.not_before <= ?)
+          AND NOT EXISTS (
+              SELECT 1 FROM deliveries p
+              WHERE p.alert_id = a.references_id AND p.channel = d.channel
+                AND p.state IN ('queued', 'sending'))
+    ) WHERE place <= ?
+"""
+_NEXT_DUE_SQL = """
+    SELECT d.channel, MIN(d.not_before) FROM deliveries d JOIN alerts a ON a.id = d.alert_id
+    WHERE d.channel IN ({channels}) AND d.state = 'queued' AND a.hold IS NULL
+      AND d.not_before > ?
+    GROUP BY d.channel
 """
 
 
@@ -411,51 +420,44 @@ class Store:
         return self.claim_many([(channel, limit)], now)[0]
 
     def claim_many(self, requests: Sequence[tuple[str, int]], now: datetime) -> list[Claim]:
-        """Several lanes' claims in one transaction (group commit); see ``_claim``."""
+        """Several lanes' claims in one transaction of a few statements (group commit):
+        one query finds every channel's due deliveries, one statement marks them
+        `sending` and one records their attempts."""
+        limits: dict[str, int] = {}
+        for channel, limit in requests:
+            limits[channel] = max(limit, limits.get(channel, 0))
+        marks = ",".join("?" * len(limits))
+        stamp = ts(now)
         with self._write() as db:
             db.row_factory = sqlite3.Row
             try:
-                return [self._claim(db, channel, now, limit) for channel, limit in requests]
+                rows = db.execute(_DUE_SQL.format(channels=marks),
+                                  (*limits, stamp, max(limits.values()) + 1)).fetchall()
+                taken = [r for r in rows if r["place"] <= limits[r["channel"]]]
+                more = {r["channel"] for r in rows if r["place"] > limits[r["channel"]]}
+                db.executemany(
+                    "UPDATE deliveries SET state = 'sending', attempts = ?, "
+                    "first_attempt_at = COALESCE(first_attempt_at, ?), updated_at = ? "
+                    "WHERE id = ?", [(r["attempts"] + 1, stamp, stamp, r["id"]) for r in taken])
+                db.executemany(
+                    "INSERT INTO attempts (delivery_id, number, started_at) VALUES (?, ?, ?)",
+                    [(r["id"], r["attempts"] + 1, stamp) for r in taken])
+                claimed: dict[str, list[DueDelivery]] = {channel: [] for channel in limits}
+                for r in taken:
+                    claimed[r["channel"]].append(DueDelivery(
+                        id=r["id"], alert_id=r["alert_id"], channel=r["channel"],
+                        attempts=r["attempts"] + 1, headline=r["headline"], text=r["text"],
+                        kind=AlertKind(r["kind"]), mode=Mode(r["mode"]),
+                        severity=Severity(r["severity"]), references=r["references_id"],
+                        alert_created_at=_ts(r["created_at"]), queued_at=_ts(r["queued_at"]),
+                        reply_to=self._thread_receipt(db, r["references_id"], r["channel"]),
+                    ))
+                next_due = dict(db.execute(_NEXT_DUE_SQL.format(channels=marks),
+                                           (*limits, stamp)).fetchall())
             finally:
                 db.row_factory = None
-
-    def _claim(self, db: sqlite3.Connection, channel: str, now: datetime, limit: int) -> Claim:
-        """Take up to ``limit`` due deliveries of a channel: mark each `sending` with
-        its next attempt number, before any network call, in one transaction.
-
-        Due means queued, not held, its not_before passed, and — for a follow-up —
-        the message it follows up no longer queued or being sent on this channel,
-        so that it can be threaded to it. Also says whether more are due now and
-        when the next waiting one falls due, so the lane needs no second query.
-        """
-        stamp = ts(now)
-        rows = db.execute(_DUE_SQL, (channel, stamp, limit + 1)).fetchall()
-        claimed = []
-        for row in rows[:limit]:
-            attempt = row["attempts"] + 1
-            db.execute(
-                "UPDATE deliveries SET state = 'sending', attempts = ?, "
-                "first_attempt_at = COALESCE(first_attempt_at, ?), updated_at = ? "
-                "WHERE id = ?", (attempt, stamp, stamp, row["id"]),
-            )
-            db.execute(
-                "INSERT INTO attempts (delivery_id, number, started_at) VALUES (?, ?, ?)",
-                (row["id"], attempt, stamp),
-            )
-            claimed.append(DueDelivery(
-                id=row["id"], alert_id=row["alert_id"], channel=channel,
-                attempts=attempt, headline=row["headline"], text=row["text"],
-                kind=AlertKind(row["kind"]), mode=Mode(row["mode"]),
-                severity=Severity(row["severity"]), references=row["references_id"],
-                alert_created_at=_ts(row["created_at"]), queued_at=_ts(row["queued_at"]),
-                reply_to=self._thread_receipt(db, row["references_id"], channel),
-            ))
-        next_due = db.execute(
-            "SELECT MIN(d.not_before) FROM deliveries d JOIN alerts a ON a.id = d.alert_id "
-            "WHERE d.channel = ? AND d.state = 'queued' AND a.hold IS NULL "
-            "AND d.not_before > ?", (channel, stamp),
-        ).fetchone()[0]
-        return Claim(claimed, more_due=len(rows) > limit, next_due=parse_ts(next_due))
+        return [Claim(claimed[channel], more_due=channel in more,
+                      next_due=parse_ts(next_due.get(channel))) for channel, _ in requests]
 
     def thread_receipt(self, alert_id: str | None, channel: str) -> Receipt | None:
         """The receipt to reply to: the referenced alert's post on this channel, or,
