@@ -143,8 +143,12 @@ async def demo(once: bool, templates: Path | None = None) -> int:
                 delivered = alert["state"] == "delivered"
                 if once:
                     return 0 if delivered else 1
-                print(f"\nDaemon:   {url}  (token: {token})\nSandbox:  {sandbox.url}/_sandbox/"
-                      f"\nMetrics:  {url}/metrics\n\nCtrl-C stops the demo.", flush=True)
+                print(f"\nConsole:  {url}/console/  (sign in with the token below)"
+                      f"\nSandbox:  {sandbox.url}/_sandbox/  (posts as each platform shows them)"
+                      f"\nMetrics:  {url}/metrics"
+                      f"\nAPI:      {url}/api/v1/openapi.json"
+                      f"\nToken:    {token}"
+                      "\n\nCtrl-C stops the demo.", flush=True)
                 await asyncio.Event().wait()
             finally:
                 await runner.cleanup()

@@ -230,6 +230,7 @@ class ConsoleSession:
 
 
 SCHEDULED = "scheduled"
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
 _STORE_FULL_HINTS = ("disk is full", "database or disk is full")
 
 
@@ -352,9 +353,14 @@ class Store:
         with self._write(durable=True) as db:
             if alert.idempotency_key is not None:
                 row = db.execute(
-                    "SELECT id, request_hash FROM alerts WHERE created_by = ? AND "
+                    "SELECT id, request_hash, created_at FROM alerts WHERE created_by = ? AND "
                     "idempotency_key = ?", (alert.created_by, alert.idempotency_key),
                 ).fetchone()
+                if row is not None and _ts(row[2]) < alert.created_at - IDEMPOTENCY_WINDOW:
+                    # Keys are remembered for 24 hours; after that the key is new again.
+                    db.execute("UPDATE alerts SET idempotency_key = NULL WHERE id = ?",
+                               (row[0],))
+                    row = None
                 if row is not None:
                     if row[1] != alert.request_hash:
                         raise Conflict(

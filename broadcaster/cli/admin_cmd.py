@@ -14,12 +14,12 @@ from broadcaster.cli.common import (
     CommandFailed,
     add_config_option,
     load,
+    local_actor,
     table,
 )
 from broadcaster.models import iso_utc, utcnow
 from broadcaster.store import AuditEntry, Store, User
 
-CLI_ACTOR = "cli"
 MIN_PASSWORD = 10
 
 
@@ -96,7 +96,7 @@ def add_user(args: argparse.Namespace) -> int:
         User(id=user_id, name=args.name, role=args.role, token_hash=token_hash,
              password_hash=hash_password(password) if password is not None else None,
              disabled=False, created_at=now),
-        AuditEntry(actor=CLI_ACTOR, action="user.add", subject=args.name,
+        AuditEntry(actor=local_actor(), action="user.add", subject=args.name,
                    details={"role": args.role}),
     )
     print(f"created {args.role} {args.name!r}; the token is shown only now:")
@@ -109,7 +109,7 @@ def set_password(args: argparse.Namespace) -> int:
     assert password is not None
     _store(args).set_password(
         args.name, hash_password(password),
-        AuditEntry(actor=CLI_ACTOR, action="user.passwd", subject=args.name), utcnow(),
+        AuditEntry(actor=local_actor(), action="user.passwd", subject=args.name), utcnow(),
     )
     print(f"{args.name}: console password set; their console sessions have ended")
     return EXIT_OK
@@ -124,7 +124,7 @@ def list_users(args: argparse.Namespace) -> int:
 
 def disable_user(args: argparse.Namespace) -> int:
     _store(args).set_user_disabled(
-        args.name, True, AuditEntry(actor=CLI_ACTOR, action="user.disable", subject=args.name),
+        args.name, True, AuditEntry(actor=local_actor(), action="user.disable", subject=args.name),
         utcnow(),
     )
     print(f"{args.name}: disabled")

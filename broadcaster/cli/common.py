@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
 import sys
 import unicodedata
 from collections.abc import Sequence
@@ -73,3 +75,11 @@ def parse_assignments(pairs: Sequence[str] | None) -> dict[str, str]:
 
 def err(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+def local_actor() -> str:
+    """Who runs a server-side command, for the audit trail: the operating-system user."""
+    try:
+        return f"{getpass.getuser()} (command line)"
+    except (KeyError, OSError):
+        return f"uid {os.getuid()} (command line)"

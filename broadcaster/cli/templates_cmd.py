@@ -12,11 +12,13 @@ from broadcaster.cli.common import (
     CommandFailed,
     add_config_option,
     load,
+    local_actor,
     parse_assignments,
     table,
 )
 from broadcaster.errors import TemplateError, UnknownTemplate
 from broadcaster.models import Mode, utcnow
+from broadcaster.store import AuditEntry, Store
 from broadcaster.template_check import SAMPLE_ALERT_ID, check_templates
 from broadcaster.templates import RenderContext, Template, TemplateSet, load_templates, render
 
@@ -141,7 +143,16 @@ def approve_template(args: argparse.Namespace) -> int:
             print(problem)
         raise CommandFailed(f"{template.id}: fix the problems above before approving",
                             EXIT_INVALID)
-    approval = approve(directory, template, args.by, utcnow())
+    now = utcnow()
+    # The audit event first: an approval that cannot be audited is not made.
+    store = Store(config.service.database)
+    try:
+        store.record_audit(AuditEntry(
+            actor=args.by.strip(), address=local_actor(), action="template.approve",
+            subject=template.id, details={"sha256": template.sha256}), now)
+    finally:
+        store.close()
+    approval = approve(directory, template, args.by, now)
     print(f"{template.id}: approved by {approval.approved_by} at {approval.approved_at} "
           f"(sha256 {approval.sha256[:12]}…)")
     return EXIT_OK
