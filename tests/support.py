@@ -320,3 +320,48 @@ def assert_secrets_stay_hidden(daemon: Daemon, token: str, secrets: Mapping[str,
         for name, secret in secrets.items():
             assert secret.lower() not in text.lower(), f"{name} leaked into the {where}"
     return seen["log"]
+
+
+@dataclass
+class LiveAlert:
+    """A daemon with a webhook beside one platform channel, and a live alert (the
+    evacuation template with its examples) sent through it."""
+
+    daemon: Daemon
+    token: str
+    alert: dict[str, Any]
+    sent_at: float  # time.monotonic() just before the POST
+
+    def current(self) -> dict[str, Any]:
+        answer = self.daemon.api("GET", f"/api/v1/alerts/{self.alert['id']}", token=self.token)
+        assert answer[0] == 200, answer
+        return dict(answer[1])
+
+    def delivery(self, channel: str) -> dict[str, Any]:
+        return next(d for d in self.current()["deliveries"] if d["channel"] == channel)
+
+
+def start_beside_webhook(directory: Path, sandbox: SandboxThread, block: str,
+                         daemons: list[Daemon], env: Mapping[str, str] | None = None
+                         ) -> tuple[Daemon, str]:
+    """A daemon whose channels are the webhook "leitstelle" and ``block``; returns it
+    (started) and an officer's token."""
+    port = free_port()
+    config = write_config(directory, webhook_channel("leitstelle", sandbox.url) + block,
+                          port=port)
+    token = add_user(config, "duty-1", "officer")
+    daemon = Daemon(config, port, env=dict(env or {}))
+    daemons.append(daemon.start())
+    return daemon, token
+
+
+def send_example(daemon: Daemon, token: str, template: str = "evakuierung") -> LiveAlert:
+    """Send a live alert with the template's example values."""
+    from broadcaster.templates import load_templates
+
+    values = load_templates(TEMPLATES).get(template).example_values()
+    sent_at = time.monotonic()
+    status, alert = daemon.api("POST", "/api/v1/alerts", {
+        "template": template, "variables": values, "mode": "live"}, token)
+    assert status == 201, alert
+    return LiveAlert(daemon, token, alert, sent_at)

@@ -26,20 +26,17 @@ from broadcaster.errors import (
 )
 from broadcaster.sandbox.server import RunningSandbox
 from broadcaster.sandbox.state import Fault, FaultKind, Post
-from broadcaster.templates import load_templates
 from tests.support import (
-    TEMPLATES,
     Daemon,
     SandboxThread,
     assert_secrets_stay_hidden,
     free_port,
     http,
     outgoing,
-    run_cli,
+    send_example,
+    start_beside_webhook,
     start_channel,
     wait_for,
-    webhook_channel,
-    write_config,
 )
 
 PASSWORD = "smtp-Passw0rd-never-shown"
@@ -324,34 +321,18 @@ async def test_config_problems_name_the_key(tmp_path: Path, changes: dict[str, s
 # --- the daemon -------------------------------------------------------------------
 
 def test_daemon_rides_out_a_failing_relay_and_never_shows_the_password(
-        live_sandbox: SandboxThread, daemons: list[Daemon], tmp_path: Path,
-        port: int) -> None:
-    env = {"SMTP_PASSWORD": PASSWORD}
+        live_sandbox: SandboxThread, daemons: list[Daemon], tmp_path: Path) -> None:
     assert live_sandbox.smtp_port is not None
-    config = write_config(tmp_path, webhook_channel("leitstelle", live_sandbox.url)
-                          + block(live_sandbox.smtp_port, security="none", extra="timeout = 1"),
-                          port=port)
-    added = run_cli("users", "add", "duty-1", "--role", "officer", "--config", str(config),
-                    env=env)
-    assert added.returncode == 0, added.stderr
-    officer = added.stdout.strip().splitlines()[-1]
-    daemon = Daemon(config, port, env=env)
-    daemons.append(daemon)
-    daemon.start()
+    daemon, officer = start_beside_webhook(
+        tmp_path, live_sandbox,
+        block(live_sandbox.smtp_port, security="none", extra="timeout = 1"), daemons,
+        env={"SMTP_PASSWORD": PASSWORD})
 
     # "Try again later", then a relay that never answers DATA.
     live_sandbox.fault("email", "error", value=451, count=1)
     live_sandbox.fault("email", "hang", count=1)
-    template = load_templates(TEMPLATES).get("evakuierung")
-    sent_at = time.monotonic()
-    status, alert = daemon.api("POST", "/api/v1/alerts", {
-        "template": "evakuierung", "variables": template.example_values(), "mode": "live",
-    }, token=officer)
-    assert status == 201, alert
-
-    def current(channel: str) -> dict[str, Any]:
-        answer = daemon.api("GET", f"/api/v1/alerts/{alert['id']}", token=officer)[1]
-        return next(d for d in answer["deliveries"] if d["channel"] == channel)
+    run = send_example(daemon, officer)
+    current, sent_at = run.delivery, run.sent_at
 
     wait_for(lambda: current("leitstelle")["state"] == "delivered", timeout=5,
              message="the webhook delivery")

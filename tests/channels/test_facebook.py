@@ -18,20 +18,17 @@ from broadcaster.channels.facebook import regain_access_seconds
 from broadcaster.errors import ConfigError, DeliveryError, OutcomeUnknown, Permanent, Retryable
 from broadcaster.sandbox.server import RunningSandbox
 from broadcaster.sandbox.state import Fault, FaultKind
-from broadcaster.templates import load_templates
 from tests.support import (
-    TEMPLATES,
     Daemon,
     SandboxThread,
-    add_user,
     assert_secrets_stay_hidden,
     free_port,
     http,
     outgoing,
+    send_example,
+    start_beside_webhook,
     start_channel,
     wait_for,
-    webhook_channel,
-    write_config,
 )
 
 PAGE = "104000000000001"
@@ -245,27 +242,13 @@ async def test_config_problems_name_the_key(tmp_path: Path, setting: str, key: s
 # --- the daemon -----------------------------------------------------------------------
 
 def test_daemon_retries_a_failing_graph_until_delivered_and_never_shows_the_token(
-        live_sandbox: SandboxThread, daemons: list[Daemon], tmp_path: Path, port: int) -> None:
-    env = {"FACEBOOK_TOKEN": TOKEN}
-    config = write_config(tmp_path, webhook_channel("leitstelle", live_sandbox.url)
-                          + block(f"{live_sandbox.url}/facebook", extra="timeout = 1"),
-                          port=port)
-    officer = add_user(config, "duty-1", "officer")
-    daemon = Daemon(config, port, env=env)
-    daemons.append(daemon)
-    daemon.start()
-
+        live_sandbox: SandboxThread, daemons: list[Daemon], tmp_path: Path) -> None:
+    daemon, officer = start_beside_webhook(
+        tmp_path, live_sandbox, block(f"{live_sandbox.url}/facebook", extra="timeout = 1"),
+        daemons, env={"FACEBOOK_TOKEN": TOKEN})
     live_sandbox.fault("facebook", "error", target=PAGE, value=500, count=2)
-    template = load_templates(TEMPLATES).get("evakuierung")
-    sent_at = time.monotonic()
-    status, alert = daemon.api("POST", "/api/v1/alerts", {
-        "template": "evakuierung", "variables": template.example_values(), "mode": "live",
-    }, token=officer)
-    assert status == 201, alert
-
-    def delivery(channel: str) -> dict[str, Any]:
-        answer = daemon.api("GET", f"/api/v1/alerts/{alert['id']}", token=officer)[1]
-        return next(d for d in answer["deliveries"] if d["channel"] == channel)
+    run = send_example(daemon, officer)
+    delivery, sent_at = run.delivery, run.sent_at
 
     wait_for(lambda: delivery("leitstelle")["state"] == "delivered", timeout=5,
              message="the webhook delivery")

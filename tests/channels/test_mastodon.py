@@ -28,20 +28,17 @@ from broadcaster.sandbox.mastodon import ACCOUNT
 from broadcaster.sandbox.options import SandboxOptions
 from broadcaster.sandbox.server import RunningSandbox, running_sandbox
 from broadcaster.sandbox.state import Fault, FaultKind, Post
-from broadcaster.templates import load_templates
 from tests.support import (
-    TEMPLATES,
     Daemon,
     SandboxThread,
     assert_secrets_stay_hidden,
     free_port,
     http,
     outgoing,
-    run_cli,
+    send_example,
+    start_beside_webhook,
     start_channel,
     wait_for,
-    webhook_channel,
-    write_config,
 )
 
 TOKEN = "mastodon-access-token-s3cr3t-4711"
@@ -260,33 +257,16 @@ async def test_config_problems_name_the_key(tmp_path: Path, instance: str, extra
 # --- the daemon -------------------------------------------------------------------
 
 def test_daemon_retries_an_uncertain_post_once_and_never_shows_the_token(
-        live_sandbox: SandboxThread, daemons: list[Daemon], tmp_path: Path,
-        port: int) -> None:
-    env = {"MASTODON_TOKEN": TOKEN}
-    config = write_config(tmp_path, webhook_channel("leitstelle", live_sandbox.url)
-                          + block(f"{live_sandbox.url}/mastodon", extra="timeout = 1"),
-                          port=port)
-    added = run_cli("users", "add", "duty-1", "--role", "officer", "--config", str(config),
-                    env=env)
-    assert added.returncode == 0, added.stderr
-    officer = added.stdout.strip().splitlines()[-1]
-    daemon = Daemon(config, port, env=env)
-    daemons.append(daemon)
-    daemon.start()
+        live_sandbox: SandboxThread, daemons: list[Daemon], tmp_path: Path) -> None:
+    daemon, officer = start_beside_webhook(
+        tmp_path, live_sandbox, block(f"{live_sandbox.url}/mastodon", extra="timeout = 1"),
+        daemons, env={"MASTODON_TOKEN": TOKEN})
 
     # A server error, then a status that is created but whose answer is lost.
     live_sandbox.fault("mastodon", "error", target=ACCOUNT, value=500, count=1)
     live_sandbox.fault("mastodon", "drop_after_receive", target=ACCOUNT, count=1)
-    template = load_templates(TEMPLATES).get("evakuierung")
-    sent_at = time.monotonic()
-    status, alert = daemon.api("POST", "/api/v1/alerts", {
-        "template": "evakuierung", "variables": template.example_values(), "mode": "live",
-    }, token=officer)
-    assert status == 201, alert
-
-    def current(channel: str) -> dict[str, Any]:
-        answer = daemon.api("GET", f"/api/v1/alerts/{alert['id']}", token=officer)[1]
-        return next(d for d in answer["deliveries"] if d["channel"] == channel)
+    run = send_example(daemon, officer)
+    current, sent_at = run.delivery, run.sent_at
 
     wait_for(lambda: current("leitstelle")["state"] == "delivered", timeout=5,
              message="the webhook delivery")

@@ -11,17 +11,14 @@ from typing import Any
 
 import pytest
 
-from broadcaster.templates import load_templates
 from tests.support import (
-    TEMPLATES,
     Daemon,
     SandboxThread,
     assert_secrets_stay_hidden,
     http,
-    run_cli,
+    send_example,
+    start_beside_webhook,
     wait_for,
-    webhook_channel,
-    write_config,
 )
 
 TOKEN = "987654321:AAHdaemonTestTokenNeverShown-42"
@@ -46,32 +43,16 @@ def delivery(alert: dict[str, Any], channel: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("kind", ["hang", "drop_after_receive"])
 def test_a_stuck_telegram_is_held_unknown_without_delaying_others_or_leaking_the_token(
-        kind: str, live_sandbox: SandboxThread, daemons: list[Daemon], tmp_path: Path,
-        port: int) -> None:
-    env = {"TELEGRAM_TOKEN": TOKEN}
-    config = write_config(tmp_path, webhook_channel("leitstelle", live_sandbox.url)
-                          + telegram_block(live_sandbox.url), port=port)
-    added = run_cli("users", "add", "duty-1", "--role", "officer", "--config", str(config),
-                    env=env)
-    assert added.returncode == 0, added.stderr
-    officer = added.stdout.strip().splitlines()[-1]
-    daemon = Daemon(config, port, env=env)
-    daemons.append(daemon)
-    daemon.start()
+        kind: str, live_sandbox: SandboxThread, daemons: list[Daemon], tmp_path: Path) -> None:
+    daemon, officer = start_beside_webhook(tmp_path, live_sandbox,
+                                           telegram_block(live_sandbox.url), daemons,
+                                           env={"TELEGRAM_TOKEN": TOKEN})
 
     # First an error whose answer echoes the URL (token included), then the fault.
     live_sandbox.fault("telegram", "error", target=CHAT, value=500, count=1)
     live_sandbox.fault("telegram", kind, target=CHAT)
-    template = load_templates(TEMPLATES).get("evakuierung")
-    status, alert = daemon.api("POST", "/api/v1/alerts", {
-        "template": "evakuierung", "variables": template.example_values(), "mode": "live",
-    }, token=officer)
-    assert status == 201, alert
-
-    def current() -> dict[str, Any]:
-        answer = daemon.api("GET", f"/api/v1/alerts/{alert['id']}", token=officer)[1]
-        assert isinstance(answer, dict)
-        return answer
+    run = send_example(daemon, officer)
+    alert, current = run.alert, run.current
 
     webhook = wait_for(lambda: (d := delivery(current(), "leitstelle"))["state"] == "delivered"
                        and d, timeout=5, message="the webhook delivery")

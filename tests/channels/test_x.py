@@ -21,20 +21,17 @@ from broadcaster.lengths import x_weighted_length
 from broadcaster.sandbox.options import SandboxOptions
 from broadcaster.sandbox.server import RunningSandbox
 from broadcaster.sandbox.state import Fault, FaultKind
-from broadcaster.templates import load_templates
 from tests.support import (
-    TEMPLATES,
     Daemon,
     SandboxThread,
-    add_user,
     assert_secrets_stay_hidden,
     free_port,
     http,
     outgoing,
+    send_example,
+    start_beside_webhook,
     start_channel,
     wait_for,
-    webhook_channel,
-    write_config,
 )
 
 ACCOUNT = "1610000000000000001"
@@ -255,25 +252,13 @@ def test_target_shows_the_account_not_the_token() -> None:
 # --- the daemon -----------------------------------------------------------------------
 
 def test_daemon_waits_out_a_rate_limit_and_never_shows_a_credential(
-        live_sandbox: SandboxThread, daemons: list[Daemon], tmp_path: Path, port: int) -> None:
-    config = write_config(tmp_path, webhook_channel("leitstelle", live_sandbox.url)
-                          + block(f"{live_sandbox.url}/x", extra="timeout = 1"), port=port)
-    officer = add_user(config, "duty-1", "officer")
-    daemon = Daemon(config, port, env=CREDENTIALS)
-    daemons.append(daemon)
-    daemon.start()
-
+        live_sandbox: SandboxThread, daemons: list[Daemon], tmp_path: Path) -> None:
+    daemon, officer = start_beside_webhook(
+        tmp_path, live_sandbox, block(f"{live_sandbox.url}/x", extra="timeout = 1"), daemons,
+        env=CREDENTIALS)
     live_sandbox.fault("x", "ratelimit", target=ACCOUNT, value=2, count=1)
-    template = load_templates(TEMPLATES).get("evakuierung")
-    sent_at = time.monotonic()
-    status, alert = daemon.api("POST", "/api/v1/alerts", {
-        "template": "evakuierung", "variables": template.example_values(), "mode": "live",
-    }, token=officer)
-    assert status == 201, alert
-
-    def delivery(channel: str) -> dict[str, Any]:
-        answer = daemon.api("GET", f"/api/v1/alerts/{alert['id']}", token=officer)[1]
-        return next(d for d in answer["deliveries"] if d["channel"] == channel)
+    run = send_example(daemon, officer)
+    delivery, sent_at = run.delivery, run.sent_at
 
     wait_for(lambda: delivery("leitstelle")["state"] == "delivered", timeout=5,
              message="the webhook delivery")
