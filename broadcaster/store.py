@@ -465,17 +465,11 @@ class Store:
         return [Claim(claimed[channel], more_due=channel in more,
                       next_due=parse_ts(next_due.get(channel))) for channel, _ in requests]
 
-    def thread_receipt(self, alert_id: str | None, channel: str) -> Receipt | None:
-        """The receipt to reply to: the referenced alert's post on this channel, or,
-        when that was not delivered, the nearest delivered one up the thread."""
-        try:
-            return self._thread_receipt(self._db, alert_id, channel)
-        except sqlite3.Error as exc:
-            raise _unavailable(exc, self.path) from None
-
     @staticmethod
     def _thread_receipt(db: sqlite3.Connection, alert_id: str | None,
                         channel: str) -> Receipt | None:
+        """The receipt to reply to: the referenced alert's post on this channel, or,
+        when that was not delivered, the nearest delivered one up the thread."""
         seen: set[str] = set()
         while alert_id is not None and alert_id not in seen:
             seen.add(alert_id)

@@ -194,7 +194,3 @@ def reminder_note(language: str, moment: datetime, zone: ZoneInfo) -> str:
     template = _NOTE.get(language, _NOTE["en"])
     return "\n\n" + template.format(time=moment.astimezone(zone).strftime("%H:%M"))
 
-
-REMINDER_NOTE_LONGEST = max(len(reminder_note(language, datetime(2026, 12, 31, 23, 59,
-                                                                  tzinfo=UTC), ZoneInfo("UTC")))
-                            for language in _NOTE)
