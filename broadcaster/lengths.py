@@ -59,10 +59,14 @@ def mastodon_length(text: str) -> int:
     return len(_GRAPHEME.findall(without_urls)) + urls * URL_WEIGHT
 
 
+def telegram_visible(html_text: str) -> str:
+    """What Telegram displays of our HTML: the tags removed, the entities unescaped."""
+    return html.unescape(_TAG.sub("", html_text))
+
+
 def telegram_length(html_text: str) -> int:
     """UTF-16 code units of what Telegram displays after parsing our HTML."""
-    visible = html.unescape(_TAG.sub("", html_text))
-    return len(visible.encode("utf-16-le")) // 2
+    return len(telegram_visible(html_text).encode("utf-16-le")) // 2
 
 
 def characters(text: str) -> int:

@@ -421,10 +421,6 @@ class Store:
 
     # -- the dispatcher's transitions ------------------------------------------
 
-    def claim_due(self, channel: str, now: datetime, limit: int) -> Claim:
-        """One lane's claim (see ``claim_many``)."""
-        return self.claim_many([(channel, limit)], now)[0]
-
     def claim_many(self, requests: Sequence[tuple[str, int]], now: datetime) -> list[Claim]:
         """Several lanes' claims in one transaction of a few statements (group commit):
         one query finds every channel's due deliveries, one statement marks them

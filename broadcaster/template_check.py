@@ -29,6 +29,7 @@ from broadcaster.templates import (
     Template,
     TemplateSet,
     Variable,
+    format_number,
     render,
     render_languages,
 )
@@ -73,15 +74,11 @@ def extreme_values(variable: Variable) -> list[str]:
     return [prefix + "ä" * (limit - len(prefix))]
 
 
-def _format(number: float) -> str:
-    return str(int(number)) if float(number).is_integer() else str(number)
-
-
 def _longest_numbers(variable: Variable) -> list[str]:
     """Both bounds, and numbers near them that use every decimal place allowed."""
     low = -999_999_999_999.0 if variable.min is None else variable.min
     high = 999_999_999_999.0 if variable.max is None else variable.max
-    values = {_format(low), _format(high)}
+    values = {format_number(low), format_number(high)}
     if variable.decimals:
         fraction = 10 ** -variable.decimals * (10 ** variable.decimals - 1)  # 0.99…
         for whole in {math.floor(high), math.floor(high) - 1, math.ceil(low), math.ceil(low) + 1}:

@@ -131,9 +131,9 @@ class Variable:
             raise ValueError(f"{value!r}: give {allowed}")
         number = float(value.replace(",", "."))
         if self.min is not None and number < self.min:
-            raise ValueError(f"{value} is below the minimum {_number(self.min)}")
+            raise ValueError(f"{value} is below the minimum {format_number(self.min)}")
         if self.max is not None and number > self.max:
-            raise ValueError(f"{value} is above the maximum {_number(self.max)}")
+            raise ValueError(f"{value} is above the maximum {format_number(self.max)}")
         return value
 
     def _clean_url(self, value: str) -> str:
@@ -146,7 +146,8 @@ class Variable:
         return value
 
 
-def _number(value: float) -> str:
+def format_number(value: float) -> str:
+    """A bound as a person writes it: 12, not 12.0."""
     return str(int(value)) if float(value).is_integer() else str(value)
 
 

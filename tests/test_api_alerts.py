@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from broadcaster.auth import split_token
 from tests.support import (
     TEMPLATES,
     Daemon,
@@ -141,8 +142,9 @@ def test_missing_or_wrong_token_is_401(stack: Stack, token: str | None) -> None:
 
 
 def test_right_user_with_a_forged_secret_is_401(stack: Stack) -> None:
-    prefix = stack.officer.rsplit("_", 1)[0]
-    status, _ = stack.post(live(), token=prefix + "_forged")
+    parts = split_token(stack.officer)
+    assert parts is not None
+    status, _ = stack.post(live(), token=f"bc_{parts[0]}_forged")
     assert status == 401
 
 

@@ -261,7 +261,7 @@ async def test_recovery_requeues_or_holds_what_a_crash_left_sending(engine: Engi
     alert = engine.accept(["retrying", "holding", "gone"])
     now = utcnow()
     for delivery in alert.deliveries:  # as a crashed daemon left them: claimed, in flight
-        assert len(engine.store.claim_due(delivery.channel, now, 10).deliveries) == 1
+        assert len(engine.store.claim_many([(delivery.channel, 10)], now)[0].deliveries) == 1
     await engine.start(channel_config("retrying", on_unknown="retry"),
                        channel_config("holding", on_unknown="hold"))
     states = await engine.settle(alert)
@@ -326,7 +326,7 @@ def test_stale_finish_does_not_overwrite_a_newer_state(tmp_path: Path) -> None:
     )
     store.accept_alert(alert, AuditEntry(actor="x", action="alert.send"))
     delivery_id = alert.deliveries[0].id
-    assert [d.id for d in store.claim_due("a", utcnow(), 5).deliveries] == [delivery_id]
+    assert [d.id for d in store.claim_many([("a", 5)], utcnow())[0].deliveries] == [delivery_id]
     done = Outcome("delivered", DeliveryState.DELIVERED, 0.1, receipt=Receipt("r1"))
     assert store.finish_attempt(delivery_id, 1, done, utcnow())
     late = Outcome("permanent", DeliveryState.FAILED, 0.1, "Permanent", "late")

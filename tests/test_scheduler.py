@@ -178,7 +178,7 @@ def test_retention_removes_texts_and_attempts_and_keeps_the_audit_chain(
     store = Store(tmp_path / "ledger.db")
     old = _alert(["a"])
     store.accept_alert(old, AuditEntry(actor="duty-1", action="alert.send"))
-    claim = store.claim_due("a", utcnow(), 5)
+    claim = store.claim_many([("a", 5)], utcnow())[0]
     from broadcaster.store import Outcome
     store.finish_attempt(claim.deliveries[0].id, 1, Outcome(
         "delivered", DeliveryState.DELIVERED, 0.1, receipt=Receipt("r1")), utcnow())

@@ -11,7 +11,6 @@ elsewhere those tests skip.
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import subprocess
 from collections.abc import Iterator
@@ -49,12 +48,12 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def _fill(directory: Path) -> Path:
+    """Write until the disk is full. Unbuffered, and the error caught around the whole
+    `with`: closing a buffered file on a full disk raises too."""
     filler = directory / "filler"
-    with filler.open("wb") as handle, contextlib.suppress(OSError):
+    with contextlib.suppress(OSError), filler.open("wb", buffering=0) as handle:
         while True:
             handle.write(b"\0" * 65536)
-            handle.flush()
-            os.fsync(handle.fileno())
     return filler
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime
 from typing import Any
@@ -159,8 +158,6 @@ async def accept(request: web.Request, alert_request: AlertRequest, reference: A
     if created:
         app[METRICS].alerts.labels(new.mode.value, new.kind.value).inc()
         app[DISPATCHER].notify(d.channel for d in new.deliveries)
-        # Let the woken lanes claim their deliveries before this answer is encoded.
-        await asyncio.sleep(0)
         event(log, "alert.accepted", alert=alert_id, template=new.template,
               mode=new.mode.value, kind=new.kind.value, by=user.name, hold=hold or "",
               channels=",".join(d.channel for d in new.deliveries))

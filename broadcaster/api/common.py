@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -27,6 +26,7 @@ from broadcaster.errors import (
     ValidationError,
 )
 from broadcaster.logs import event
+from broadcaster.store import User
 
 log = logging.getLogger("broadcaster.api")
 
@@ -55,6 +55,17 @@ def requires(role: str) -> Callable[[Handler], Handler]:
     return mark
 
 
+# The error tree as HTTP statuses, for the API and the console alike; first match wins.
+_HTTP_STATUS: tuple[tuple[type[BroadcasterError], int], ...] = (
+    (ValidationError, 422), (UnknownTemplate, 404), (NotFound, 404), (Conflict, 409),
+    (StoreUnavailable, 503), (BroadcasterError, 400),
+)
+
+
+def http_status(exc: BroadcasterError) -> int:
+    return next(status for kind, status in _HTTP_STATUS if isinstance(exc, kind))
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -67,15 +78,25 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(exc.status, exc.text or exc.reason)
     except ValidationError as exc:
         return error_response(422, "invalid request: " + str(exc), exc.problems)
-    except (UnknownTemplate, NotFound) as exc:
-        return error_response(404, str(exc))
-    except Conflict as exc:
-        return error_response(409, str(exc))
-    except StoreUnavailable as exc:
-        event(log, "api.store_unavailable", logging.ERROR, error=str(exc))
-        return error_response(503, str(exc))
     except BroadcasterError as exc:
-        return error_response(400, str(exc))
+        status = http_status(exc)
+        if status == 503:
+            event(log, "api.store_unavailable", logging.ERROR, error=str(exc))
+        return error_response(status, str(exc))
+
+
+async def user_for_token(app: web.Application, token: str) -> User | None:
+    """The active user a token belongs to, or None. The token's user id finds the row;
+    the secret is compared with the stored hash in constant time. The one place a
+    token is checked, for the API and the console alike."""
+    parts = split_token(token)
+    if parts is None:
+        return None
+    database = app[DATABASE]
+    user = await database.run(database.store.get_user, parts[0])
+    if user is None or user.disabled or not token_matches(parts[1], user.token_hash):
+        return None
+    return user
 
 
 @web.middleware
@@ -85,14 +106,8 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    parts = split_token(token.strip()) if scheme.lower() == "bearer" else None
-    user = None
-    if parts is not None:
-        candidate = await request.app[DATABASE].run(request.app[DATABASE].store.get_user,
-                                                    parts[0])
-        if candidate is not None and not candidate.disabled and token_matches(
-                parts[1], candidate.token_hash):
-            user = candidate
+    user = await user_for_token(request.app, token.strip()) if scheme.lower() == "bearer" \
+        else None
     if user is None:
         return error_response(
             401, "missing or invalid token: send Authorization: Bearer <token> "
@@ -127,15 +142,5 @@ def dumps(value: object) -> str:
 def json_response(document: object, status: int = 200) -> web.Response:
     return web.json_response(document, status=status, dumps=dumps)
 
-
-def parse_time(value: str, field: str) -> datetime:
-    """An ISO 8601 time with offset, or ValidationError naming the field."""
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (ValueError, AttributeError):
-        raise ValidationError({field: f"{value!r} is not an ISO 8601 time"}) from None
-    if moment.tzinfo is None:
-        raise ValidationError({field: "needs a time zone offset, e.g. 2026-11-24T06:00+01:00"})
-    return moment
 
 

@@ -8,7 +8,6 @@ import os
 import sys
 import unicodedata
 from collections.abc import Sequence
-from pathlib import Path
 
 from broadcaster.config import Config, config_path, load_config
 
@@ -39,10 +38,6 @@ def load(args: argparse.Namespace, *, secrets: bool = True) -> Config:
     talk to any platform (users, audit, templates).
     """
     return load_config(config_path(args.config), resolve_secrets=secrets)
-
-
-def config_file(args: argparse.Namespace) -> Path:
-    return config_path(args.config)
 
 
 def _width(text: str) -> int:

@@ -19,8 +19,9 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from broadcaster.api.common import user_for_token
 from broadcaster.appkeys import CLOCK, DATABASE
-from broadcaster.auth import hash_password, split_token, token_matches, verify_password
+from broadcaster.auth import hash_password, split_token, verify_password
 from broadcaster.console.guard import page
 from broadcaster.console.i18n import LANGUAGES, translator
 from broadcaster.console.render import local_time, render, see_other
@@ -138,10 +139,8 @@ async def _authenticate(request: web.Request, name: str, secret: str,
                         token: tuple[str, str] | None) -> User | None:
     database = request.app[DATABASE]
     if token is not None:
-        user = await database.run(database.store.get_user, token[0])
-        if user is None or user.disabled or (name and name != user.name):
-            return None
-        return user if token_matches(token[1], user.token_hash) else None
+        user = await user_for_token(request.app, secret)
+        return None if user is None or (name and name != user.name) else user
     user = await database.run(database.store.find_user, name) if name else None
     stored = user.password_hash if user is not None and not user.disabled else None
     loop = asyncio.get_running_loop()

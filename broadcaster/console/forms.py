@@ -14,7 +14,7 @@ from multidict import MultiDictProxy
 
 from broadcaster.config import Config
 from broadcaster.models import Alert, Mode
-from broadcaster.templates import Template, Variable
+from broadcaster.templates import Template, Variable, format_number
 
 PREFIX = "var_"
 TEXTAREA_FROM = 100  # longer texts get a text area (wraps on a phone)
@@ -38,9 +38,7 @@ class Field:
 
 
 def _number(value: float | None) -> str:
-    if value is None:
-        return ""
-    return str(int(value)) if float(value).is_integer() else str(value)
+    return "" if value is None else format_number(value)
 
 
 def field_for(variable: Variable, value: str, error: str | None,

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from broadcaster.api.common import http_status
 from broadcaster.appkeys import SCRUBBER
 from broadcaster.auth import role_allows
 from broadcaster.console.i18n import translator
@@ -20,11 +21,6 @@ from broadcaster.console.render import error_page
 from broadcaster.console.session import csrf_ok, language, load_session, login_redirect
 from broadcaster.errors import (
     BroadcasterError,
-    Conflict,
-    NotFound,
-    StoreUnavailable,
-    UnknownTemplate,
-    ValidationError,
 )
 from broadcaster.logs import event
 
@@ -32,8 +28,6 @@ log = logging.getLogger("broadcaster.console")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_STATUS = ((NotFound, 404), (UnknownTemplate, 404), (Conflict, 409), (ValidationError, 422),
-           (StoreUnavailable, 503), (BroadcasterError, 400))
 
 
 def page(role: str = "viewer", *, json: bool = False) -> Callable[[Handler], Handler]:
@@ -60,8 +54,8 @@ def page(role: str = "viewer", *, json: bool = False) -> Callable[[Handler], Han
             try:
                 return await handler(request)
             except BroadcasterError as exc:
-                status = next(code for kind, code in _STATUS if isinstance(exc, kind))
-                return error_page(request, status, request.app[SCRUBBER].scrub(str(exc)))
+                return error_page(request, http_status(exc),
+                                  request.app[SCRUBBER].scrub(str(exc)))
             except web.HTTPException as exc:
                 if exc.status < 400:
                     raise

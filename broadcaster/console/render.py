@@ -8,8 +8,6 @@ produces HTML for people.
 
 from __future__ import annotations
 
-import html
-import re
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,8 +20,7 @@ from broadcaster.channels import KINDS
 from broadcaster.channels.base import Markup
 from broadcaster.console.i18n import translator
 from broadcaster.console.session import csrf_token, current_session, language
-
-_TAG = re.compile(r"<[^>]*>")
+from broadcaster.lengths import telegram_visible
 
 # Pages never embed scripts, styles or frames from elsewhere, nor inline ones.
 SECURITY_HEADERS = {
@@ -48,7 +45,7 @@ def environment() -> jinja2.Environment:
 def visible_text(text: str, kind: str) -> str:
     """What a reader sees of a post: Telegram's HTML markup removed and unescaped."""
     if kind in KINDS and KINDS[kind].markup is Markup.HTML:
-        return html.unescape(_TAG.sub("", text))
+        return telegram_visible(text)
     return text
 
 

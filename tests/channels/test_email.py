@@ -6,7 +6,6 @@ or the metrics."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,7 +24,8 @@ from broadcaster.errors import (
     Retryable,
 )
 from broadcaster.sandbox.server import RunningSandbox
-from broadcaster.sandbox.state import Fault, FaultKind, Post
+from broadcaster.sandbox.state import Post
+from tests.channels import kit
 from tests.support import (
     Daemon,
     SandboxThread,
@@ -83,21 +83,16 @@ async def channel(sandbox: RunningSandbox, tmp_path: Path) -> AsyncIterator[Chan
 
 
 def mails(sandbox: RunningSandbox) -> list[Post]:
-    return [p for p in sandbox.state.posts if p.platform == "email"]
+    return kit.posts(sandbox, "email")
 
 
 def fault(sandbox: RunningSandbox, kind: str, value: float | None = None,
           target: str | None = None, count: int | None = 1) -> None:
-    sandbox.state.add_fault(Fault("email", FaultKind(kind), target, value, count))
+    kit.inject(sandbox, "email", kind, value, target, count)
 
 
 async def verdict(channel: Channel, **kwargs: Any) -> DeliveryError:
-    with pytest.raises(DeliveryError) as raised:
-        await channel.send(outgoing(**kwargs))
-    text = str(raised.value)
-    assert text.startswith("email:"), text
-    assert PASSWORD not in text
-    return raised.value
+    return await kit.refusal(channel, (PASSWORD,), **kwargs)
 
 
 # --- delivery ---------------------------------------------------------------------
@@ -167,14 +162,6 @@ async def test_a_lost_answer_after_data_is_unknown(channel: Channel,
     assert mail.extra["duplicates"] == 1
 
 
-async def test_a_hanging_relay_is_ended_by_the_dispatchers_timeout(
-        channel: Channel, sandbox: RunningSandbox) -> None:
-    fault(sandbox, "hang")
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.5):
-            await channel.send(outgoing())
-    assert mails(sandbox) == []
-    await channel.send(outgoing())  # the fault was for one message
 
 
 # --- refused recipients -------------------------------------------------------------

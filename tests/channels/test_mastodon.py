@@ -5,7 +5,6 @@ token nowhere in errors, logs, the API or the metrics."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -27,7 +26,8 @@ from broadcaster.errors import (
 from broadcaster.sandbox.mastodon import ACCOUNT
 from broadcaster.sandbox.options import SandboxOptions
 from broadcaster.sandbox.server import RunningSandbox, running_sandbox
-from broadcaster.sandbox.state import Fault, FaultKind, Post
+from broadcaster.sandbox.state import Post
+from tests.channels import kit
 from tests.support import (
     Daemon,
     SandboxThread,
@@ -70,21 +70,16 @@ async def channel(sandbox: RunningSandbox, tmp_path: Path) -> AsyncIterator[Chan
 
 
 def posts(sandbox: RunningSandbox) -> list[Post]:
-    return [p for p in sandbox.state.posts if p.platform == "mastodon"]
+    return kit.posts(sandbox, "mastodon")
 
 
 def fault(sandbox: RunningSandbox, kind: str, value: float | None = None,
           count: int | None = 1) -> None:
-    sandbox.state.add_fault(Fault("mastodon", FaultKind(kind), ACCOUNT, value, count))
+    kit.inject(sandbox, "mastodon", kind, value, ACCOUNT, count)
 
 
 async def verdict(channel: Channel, **kwargs: Any) -> DeliveryError:
-    with pytest.raises(DeliveryError) as raised:
-        await channel.send(outgoing(**kwargs))
-    text = str(raised.value)
-    assert text.startswith("mastodon:"), text
-    assert TOKEN not in text
-    return raised.value
+    return await kit.refusal(channel, (TOKEN,), **kwargs)
 
 
 # --- round trips ----------------------------------------------------------------
@@ -211,14 +206,6 @@ async def test_server_errors_are_retryable(channel: Channel, sandbox: RunningSan
     assert posts(sandbox) == []
 
 
-async def test_a_hanging_instance_is_ended_by_the_dispatchers_timeout(
-        channel: Channel, sandbox: RunningSandbox) -> None:
-    fault(sandbox, "hang")
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.5):
-            await channel.send(outgoing())
-    assert posts(sandbox) == []
-    await channel.send(outgoing())  # the fault was for one request
 
 
 async def test_a_revoked_token_is_permanent_and_says_which_token_to_renew(
