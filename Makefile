@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# System packages the tests drive: the browser for the console tests and promtool
-# for the monitoring rules. Installed from Debian when missing.
-SYSTEM_TOOLS := chromium:chromium promtool:prometheus
+# System packages the tests drive: the browser for the console tests, promtool for
+# the monitoring rules, and PostgreSQL (server and client; Debian keeps its server
+# programs off PATH, so pg_ctlcluster stands for them). Installed when missing.
+SYSTEM_TOOLS := chromium:chromium promtool:prometheus pg_ctlcluster:postgresql pg_dump:postgresql-client
 
 .PHONY: demo test lint bench typecheck system-tools clean
 

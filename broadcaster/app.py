@@ -36,11 +36,12 @@ from broadcaster.channels.base import Channel
 from broadcaster.config import Config
 from broadcaster.dispatch import Dispatcher
 from broadcaster.health import HealthBoard
+from broadcaster.ledgerwatch import LedgerWatch
 from broadcaster.logs import Scrubber, event
 from broadcaster.metrics import Metrics
 from broadcaster.models import utcnow
 from broadcaster.scheduler import Timekeeper
-from broadcaster.store import DaemonLock, Database, Store
+from broadcaster.store import daemon_lock, open_database
 
 log = logging.getLogger("broadcaster.app")
 
@@ -69,14 +70,14 @@ def create_app(
 
 
 async def _lock(app: web.Application) -> AsyncIterator[None]:
-    lock = DaemonLock(app[CONFIG].service.database)
+    lock = daemon_lock(app[CONFIG].service.database)
     lock.acquire()
     yield
     lock.release()
 
 
 async def _ledger(app: web.Application) -> AsyncIterator[None]:
-    database = Database(Store(app[CONFIG].service.database))
+    database = open_database(app[CONFIG].service.database)
     app[DATABASE] = database
     yield
     database.close()
@@ -105,9 +106,21 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
                             app[METRICS], app[SCRUBBER], clock=app[CLOCK], health=app[HEALTH])
     app[DISPATCHER] = dispatcher
     await dispatcher.start()
+    database = app[DATABASE]
+    watch = LedgerWatch(database, dispatcher, app[METRICS], app[CLOCK])
+    background = [
+        asyncio.create_task(watch.run(), name="ledger-watch"),
+        # Work announced by other processes on the ledger (a no-op on SQLite).
+        asyncio.create_task(database.store.watch_for_work(dispatcher.notify),
+                            name="ledger-listen"),
+    ]
     event(log, "daemon.ready", channels=",".join(channels),
-          database=str(app[CONFIG].service.database))
+          database=str(database.store), backend=database.store.features.name)
     yield
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+    await watch.close()
     await dispatcher.stop(SHUTDOWN_GRACE)
 
 

@@ -76,13 +76,33 @@ class Listen:
 
 
 @dataclass(frozen=True)
+class PostgresDatabase:
+    """``[service] database`` as a ``postgresql://`` URI (libpq syntax, several hosts
+    allowed) and ``database_password``; without one, libpq's ``.pgpass`` and
+    ``PGPASSWORD`` apply. The URI never holds a password, so it can be shown."""
+
+    uri: str
+    password: Secret | None
+    # Commands that need no database may run without the password's source (see
+    # STRUCTURE_ONLY); the problem is kept and raised when the ledger is opened.
+    password_problem: ConfigError | None = None
+
+    def check_password(self) -> None:
+        if self.password_problem is not None:
+            raise self.password_problem
+
+    def __str__(self) -> str:
+        return self.uri
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """The [service] table."""
 
     city: str
     info_url: str
     listen: Listen
-    database: Path
+    database: Path | PostgresDatabase
     templates: Path
     exercise_banner: str
     default_language: str
@@ -127,6 +147,9 @@ class Config:
     def secret_values(self) -> list[str]:
         """Every secret in the configuration, for scrubbing logs and errors."""
         values = []
+        database = self.service.database
+        if isinstance(database, PostgresDatabase) and database.password is not None:
+            values.append(database.password.reveal())
         for channel in self.channels:
             for field in fields(channel.settings):
                 value = getattr(channel.settings, field.name)
@@ -189,7 +212,7 @@ def _parse(document: dict[str, Any], path: Path, environ: Mapping[str, str]) -> 
             "unknown top-level key; the file has [service] and [[channel]] tables", file=name,
             key=key,
         )
-    service = _parse_service(document.get("service"), path)
+    service = _parse_service(document.get("service"), path, environ)
     channel_tables = document.get("channel", [])
     if not isinstance(channel_tables, list):
         raise ConfigError("write channels as [[channel]] tables", file=name, key="channel")
@@ -217,6 +240,7 @@ _SERVICE_DEFAULTS: dict[str, Any] = {
     "info_url": "",
     "listen": "127.0.0.1:8080",
     "database": "broadcaster.db",
+    "database_password": None,
     "templates": "templates",
     "exercise_banner": "+++ ÜBUNG +++",
     "default_language": "de",
@@ -227,7 +251,7 @@ _SERVICE_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _parse_service(table: Any, path: Path) -> ServiceConfig:
+def _parse_service(table: Any, path: Path, environ: Mapping[str, str]) -> ServiceConfig:
     name = str(path)
     if table is None:
         raise ConfigError("missing [service] table (city, info_url, listen, database)", file=name)
@@ -274,7 +298,7 @@ def _parse_service(table: Any, path: Path) -> ServiceConfig:
         city=values["city"],
         info_url=values["info_url"],
         listen=listen,
-        database=_relative_to(path, values["database"]),
+        database=_parse_database(values, path, environ),
         templates=_relative_to(path, values["templates"]),
         exercise_banner=values["exercise_banner"],
         default_language=values["default_language"],
@@ -283,6 +307,59 @@ def _parse_service(table: Any, path: Path) -> ServiceConfig:
         retention_days=retention,
         log_format=values["log_format"],
     )
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def postgres_uri_problem(value: str) -> str | None:
+    """What is wrong with a postgresql:// URI for the ledger, or None."""
+    from psycopg.conninfo import conninfo_to_dict  # only when PostgreSQL is configured
+
+    try:
+        params = conninfo_to_dict(value)
+    except Exception as exc:  # psycopg.ProgrammingError: libpq could not parse it
+        reason = str(exc).splitlines()[0] if str(exc) else "libpq cannot parse it"
+        return (f"not a valid PostgreSQL URI ({reason}); write it like "
+                '"postgresql://broadcaster@db1,db2/broadcaster?target_session_attrs=read-write"')
+    if "password" in params:
+        return ("the URI contains a password; remove it and set database_password = "
+                '{ file = "db_password" } (or { env = … }, or use .pgpass)')
+    return None
+
+
+def _parse_database(values: Mapping[str, Any], path: Path, environ: Mapping[str, str]
+                    ) -> Path | PostgresDatabase:
+    """A file path (SQLite) or a postgresql:// URI and its password reference."""
+    name = str(path)
+    value, password = values["database"], values["database_password"]
+    if not value.startswith(POSTGRES_SCHEMES):
+        if password is not None:
+            raise ConfigError("only a postgresql:// database takes a password; remove it or "
+                              "set database to a postgresql:// URI", file=name,
+                              key="service.database_password")
+        return _relative_to(path, value)
+    uri_problem = postgres_uri_problem(value)
+    if uri_problem is not None:
+        raise ConfigError(uri_problem, file=name, key="service.database")
+    if password is None:
+        return PostgresDatabase(uri=value, password=None)
+    key = "service.database_password"
+    try:
+        # In form only for commands without the service's secrets (never empty otherwise).
+        secret = resolve_secret("database_password", password, path, environ)
+    except ConfigProblem as problem:
+        raise ConfigError(problem.message, file=name, key=key) from None
+    if environ is not STRUCTURE_ONLY:
+        return PostgresDatabase(uri=value, password=secret)
+    # Such a command may still open the ledger (users, audit): the password is the
+    # database's own credential, so read it for real, and complain only on use.
+    try:
+        real = resolve_secret("database_password", password, path, os.environ)
+    except ConfigProblem as problem:
+        return PostgresDatabase(uri=value, password=None, password_problem=ConfigError(
+            problem.message, file=name, key=key))
+    return PostgresDatabase(uri=value, password=real)
 
 
 def _parse_listen(value: str) -> Listen:

@@ -22,11 +22,11 @@ from broadcaster import logs
 from broadcaster.app import create_app
 from broadcaster.auth import new_token, new_user_id
 from broadcaster.cli.common import table
-from broadcaster.config import load_config
+from broadcaster.config import PostgresDatabase, load_config
 from broadcaster.models import utcnow
 from broadcaster.sandbox.options import SandboxOptions
 from broadcaster.sandbox.server import RunningSandbox, running_sandbox
-from broadcaster.store import AuditEntry, Store, User
+from broadcaster.store import AuditEntry, User, open_ledger
 from broadcaster.templates import load_templates
 
 DEMO_TEMPLATE = "evakuierung"
@@ -155,8 +155,8 @@ async def demo(once: bool, templates: Path | None = None) -> int:
     return 0
 
 
-def _demo_user(database: Path) -> str:
-    store = Store(database)
+def _demo_user(database: Path | PostgresDatabase) -> str:
+    store = open_ledger(database)
     try:
         user_id = new_user_id()
         token, token_hash = new_token(user_id)

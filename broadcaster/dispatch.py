@@ -12,6 +12,13 @@ until the channel's give-up time; Permanent → `failed`; OutcomeUnknown or no
 answer within the channel's timeout → the channel's on_unknown policy (`retry`
 re-queues, `hold` marks it `unknown` for an officer). Only this module acts on
 errors; channels only classify them.
+
+When the ledger stops answering (a full disk, a PostgreSQL restart or failover),
+nothing new is claimed, so nothing new is sent. Attempts already under way finish;
+their outcomes are kept in memory and written as soon as the ledger answers again,
+so a delivered post is recorded as delivered, never sent a second time. When the
+ledger is back, deliveries left `sending` by a claim whose answer was lost are
+resolved as after a crash, and every lane wakes.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import datetime
 
 from broadcaster.channels.base import Channel
@@ -46,6 +53,7 @@ from broadcaster.store import Claim, Database, DueDelivery, Outcome, Recovered
 log = logging.getLogger("broadcaster.dispatch")
 
 Clock = Callable[[], datetime]
+LEDGER_RETRY = 1.0  # seconds between a lane's tries while the ledger does not answer
 
 
 class RateLimiter:
@@ -77,6 +85,44 @@ class RateLimiter:
         return max(0.0, (1 - self._tokens) / self.rate)
 
 
+class ClaimGate:
+    """Lanes claim together; resolving orphaned `sending` rows needs them all out.
+
+    A claim is under way from the moment it is submitted until its deliveries are
+    registered as in flight; a row it marked `sending` is not an orphan, though no
+    lane lists it yet. ``exclusive`` waits until no claim is under way and keeps new
+    ones out meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self._claiming = 0
+        self._open = asyncio.Event()
+        self._open.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def claim(self) -> AsyncIterator[None]:
+        await self._open.wait()
+        self._claiming += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._claiming -= 1
+            if not self._claiming:
+                self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        self._open.clear()
+        try:
+            await self._idle.wait()
+            yield
+        finally:
+            self._open.set()
+
+
 class Lane:
     """Delivers one channel's queue."""
 
@@ -93,8 +139,10 @@ class Lane:
         claims: GroupCommit[tuple[str, int], Claim],
         finishes: GroupCommit[tuple[str, int, Outcome, datetime], bool],
         health: HealthBoard,
+        gate: ClaimGate,
     ) -> None:
         self.channel = channel
+        self.gate = gate
         self.health = health
         self.claims = claims
         self.finishes = finishes
@@ -108,8 +156,11 @@ class Lane:
         self.wake = asyncio.Event()
         self.limiter = RateLimiter(config.rate)
         self._in_flight: dict[str, asyncio.Task[None]] = {}
+        # Attempts that ended while the ledger did not answer: written when it does.
+        self._unrecorded: dict[str, tuple[DueDelivery, int, Outcome, datetime]] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._ledger_failing = False
 
     @property
     def name(self) -> str:
@@ -118,16 +169,41 @@ class Lane:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"lane-{self.name}")
 
+    @property
+    def held_ids(self) -> set[str]:
+        """Deliveries this lane has under way or still has to record."""
+        return set(self._in_flight) | set(self._unrecorded)
+
     async def _run(self) -> None:
         while not self._stopping:
             try:
+                await self._record_unrecorded()
                 await self._fill_and_wait()
             except StoreError as exc:
-                # The ledger is unavailable (disk full, read-only): nothing can be marked
-                # `sending`, so nothing may be sent. Try again shortly or when woken.
-                event(log, "lane.store_unavailable", logging.ERROR, channel=self.name,
-                      error=str(exc))
-                await self._sleep(5.0)
+                # The ledger is unavailable (disk full, read-only, server gone): nothing
+                # can be marked `sending`, so nothing may be sent. Try again shortly or
+                # when woken; say so once, not every second.
+                if not self._ledger_failing:
+                    event(log, "lane.store_unavailable", logging.ERROR, channel=self.name,
+                          error=str(exc))
+                self._ledger_failing = True
+                await self._sleep(LEDGER_RETRY)
+                continue
+            if self._ledger_failing:
+                self._ledger_failing = False
+                event(log, "lane.store_available", channel=self.name)
+
+    async def _record_unrecorded(self) -> None:
+        """Write the outcomes kept while the ledger did not answer (StoreError if it
+        still does not)."""
+        for delivery_id, (delivery, number, outcome, finished) in list(
+                self._unrecorded.items()):
+            await self.finishes.submit((delivery_id, number, outcome, finished))
+            del self._unrecorded[delivery_id]
+            event(log, "delivery.recorded_late", alert=delivery.alert_id,
+                  delivery=delivery_id, channel=self.name, attempt=number,
+                  result=outcome.result)
+            self._observe(delivery, number, outcome, finished)
 
     async def _fill_and_wait(self) -> None:
         """Claim what is due while slots and the rate allow, start those attempts, then
@@ -139,12 +215,14 @@ class Lane:
         if free > 0:
             now = self.clock()
             want = min(free, self.limiter.available())
-            claim = await self.claims.submit((self.name, want))
-            for delivery in claim.deliveries:
-                self.limiter.take()
-                task = asyncio.create_task(self._attempt(delivery), name=f"attempt-{delivery.id}")
-                self._in_flight[delivery.id] = task
-                task.add_done_callback(functools.partial(self._done, delivery.id))
+            async with self.gate.claim():
+                claim = await self.claims.submit((self.name, want))
+                for delivery in claim.deliveries:
+                    self.limiter.take()
+                    task = asyncio.create_task(self._attempt(delivery),
+                                               name=f"attempt-{delivery.id}")
+                    self._in_flight[delivery.id] = task
+                    task.add_done_callback(functools.partial(self._done, delivery.id))
             if claim.more_due:
                 if len(self._in_flight) < self.config.max_in_flight:
                     timeout = self.limiter.wait()
@@ -195,11 +273,14 @@ class Lane:
         try:
             await self.finishes.submit((delivery.id, number, outcome, finished))
         except StoreError as exc:
-            # Stays `sending` in the ledger; the next start resolves it by the
-            # channel's on_unknown policy. Nothing is lost, nothing claimed twice.
+            # Stays `sending` in the ledger (nobody claims it twice); the outcome is
+            # kept here and written when the ledger answers again. Should the daemon
+            # stop first, the next start resolves it by the channel's on_unknown policy.
+            self._unrecorded[delivery.id] = (delivery, number, outcome, finished)
             event(log, "delivery.unrecorded", logging.ERROR, alert=delivery.alert_id,
                   delivery=delivery.id, channel=self.name, attempt=number,
-                  duration=round(outcome.duration, 3), result=outcome.result, error=str(exc))
+                  duration=round(outcome.duration, 3), result=outcome.result, error=str(exc),
+                  hint="kept in memory; written when the ledger answers again")
             return
         self._observe(delivery, number, outcome, finished)
 
@@ -266,6 +347,13 @@ class Lane:
             await asyncio.gather(*still_running, return_exceptions=True)
             event(log, "lane.stopped", channel=self.name, finished=len(pending) -
                   len(still_running), interrupted=len(still_running))
+        with contextlib.suppress(StoreError):
+            await self._record_unrecorded()
+        for delivery, number, outcome, _ in self._unrecorded.values():
+            event(log, "delivery.unrecorded_at_stop", logging.ERROR, alert=delivery.alert_id,
+                  delivery=delivery.id, channel=self.name, attempt=number,
+                  result=outcome.result, hint="resolved at the next start by the channel's "
+                  "on_unknown policy")
 
 
 class Dispatcher:
@@ -293,9 +381,10 @@ class Dispatcher:
         finishes: GroupCommit[tuple[str, int, Outcome, datetime], bool] = GroupCommit(
             db, db.store.finish_many)
         self.health = health or HealthBoard(channels, metrics)
+        self.gate = ClaimGate()
         self.lanes = {
             name: Lane(channel, self.configs[name], db, metrics, scrubber, clock,
-                       policy or RetryPolicy(), rng, claims, finishes, self.health)
+                       policy or RetryPolicy(), rng, claims, finishes, self.health, self.gate)
             for name, channel in channels.items()
         }
 
@@ -303,14 +392,28 @@ class Dispatcher:
         """Resolve what a crash left in `sending`, then start every lane."""
         recovered = await self.db.run(self.db.store.recover_interrupted, self._unknown_policy,
                                       utcnow())
+        self._report(recovered)
+        for lane in self.lanes.values():
+            lane.start()
+        return recovered
+
+    def _report(self, recovered: list[Recovered]) -> None:
         for item in recovered:
             event(log, "delivery.recovered", logging.WARNING, alert=item.alert_id,
                   delivery=item.delivery_id, channel=item.channel, attempt=item.attempt,
                   state=item.state.value)
             if item.state is DeliveryState.UNKNOWN:
                 self.metrics.deliveries.labels(item.channel, "unknown").inc()
-        for lane in self.lanes.values():
-            lane.start()
+
+    async def ledger_back(self) -> list[Recovered]:
+        """The ledger answers again after an outage: resolve deliveries a lost claim
+        left `sending` (not under way here), then wake every lane."""
+        async with self.gate.exclusive():
+            held = set().union(*(lane.held_ids for lane in self.lanes.values()))
+            recovered = await self.db.run(self.db.store.recover_interrupted,
+                                          self._unknown_policy, self.clock(), held)
+        self._report(recovered)
+        self.notify()
         return recovered
 
     def _unknown_policy(self, channel: str) -> str | None:

@@ -9,6 +9,7 @@
     ├── Conflict                     the request contradicts the current state
     ├── StoreError                   the ledger cannot do what was asked
     │   ├── StoreUnavailable         cannot persist (read-only, disk full): nothing accepted
+    │   │   └── DatabaseUnreachable  the database server cannot be reached or refuses us
     │   └── AlreadyRunning           another daemon holds the database
     └── DeliveryError                raised by channels, acted on by the dispatcher only
         ├── Retryable                certainly not delivered; may succeed later
@@ -93,6 +94,10 @@ class StoreError(BroadcasterError):
 
 class StoreUnavailable(StoreError):
     """The ledger cannot persist right now; nothing was accepted."""
+
+
+class DatabaseUnreachable(StoreUnavailable):
+    """The configured database server cannot be reached or refuses the login."""
 
 
 class AlreadyRunning(StoreError):

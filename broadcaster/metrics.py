@@ -67,6 +67,10 @@ class Metrics:
                                   registry=r)
         self.expired = Counter("broadcaster_alerts_expired_without_allclear", "Alerts that "
                                "expired without an all-clear", registry=r)
+        self.database_up = Gauge("broadcaster_database_up", "1 while the ledger answers "
+                                 "(SQLite file or PostgreSQL server), 0 while it does not",
+                                 registry=r)
+        self.database_up.set(1)
         self.build_info = Gauge("broadcaster_build_info", "Version of broadcaster", ["version"],
                                 registry=r)
         self.build_info.labels(version).set(1)

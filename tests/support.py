@@ -34,11 +34,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+LEDGER_PASSWORD_ENV = "LEDGER_PASSWORD"
+
+
 def write_config(directory: Path, channels: str, *, service: str = "",
-                 database: Path | None = None, templates: Path = TEMPLATES,
+                 database: Path | str | None = None, templates: Path = TEMPLATES,
                  port: int | None = None) -> Path:
-    """Write channels.toml with a [service] table and the given [[channel]] text."""
+    """Write channels.toml with a [service] table and the given [[channel]] text.
+
+    ``database``: a SQLite file (default: broadcaster.db in ``directory``) or a
+    postgresql:// URI, whose password then comes from $LEDGER_PASSWORD."""
     database = database or directory / "broadcaster.db"
+    password = ""
+    if str(database).startswith("postgresql://"):
+        password = f'database_password = {{ env = "{LEDGER_PASSWORD_ENV}" }}'
     port = port if port is not None else free_port()
     path = directory / "channels.toml"
     path.write_text(
@@ -47,6 +56,7 @@ city = "Stadt Koblenz"
 info_url = "https://www.koblenz.de/warnung"
 listen = "127.0.0.1:{port}"
 database = "{database}"
+{password}
 templates = "{templates}"
 {service}
 

@@ -50,7 +50,8 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory,
+          module_ledger_database: Path | str) -> Iterator[Stack]:
     directory = tmp_path_factory.mktemp("api")
     templates = directory / "templates"
     shutil.copytree(TEMPLATES, templates)
@@ -63,7 +64,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     channels = (webhook_channel("leitstelle", sandbox.url)
                 + webhook_channel("radio", sandbox.url)
                 + webhook_channel("uebung", sandbox.url, exercise=True))
-    config = write_config(directory, channels, templates=templates, port=port)
+    config = write_config(directory, channels, templates=templates, port=port,
+                          database=module_ledger_database)
     officer = add_user(config, "duty-1", "officer")
     viewer = add_user(config, "press-1", "viewer")
     daemon = Daemon(config, port).start()

@@ -52,7 +52,8 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory,
+          module_ledger_database: Path | str) -> Iterator[Stack]:
     directory = tmp_path_factory.mktemp("v1")
     templates = directory / "templates"
     shutil.copytree(TEMPLATES, templates)
@@ -61,7 +62,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     channels = (webhook_channel("leitstelle", sandbox.url)
                 + webhook_channel("uebung", sandbox.url, exercise=True))
     config = write_config(directory, channels, templates=templates, port=port,
-                          service='require_second_officer = ["live"]')
+                          service='require_second_officer = ["live"]',
+                          database=module_ledger_database)
     tokens = [add_user(config, name, role) for name, role in (
         ("duty-1", "officer"), ("duty-2", "officer"), ("press-1", "viewer"),
         ("it-1", "admin"))]

@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from broadcaster.models import AlertKind, Mode, Severity, new_id, utcnow
-from broadcaster.store import AuditEntry, NewAlert, NewDelivery, Store
+from broadcaster.store import AuditEntry, Ledger, NewAlert, NewDelivery
 from tests.support import (
     TEMPLATES,
     Daemon,
@@ -116,8 +116,8 @@ def test_a_row_rewritten_with_a_fresh_hash_breaks_the_next_link(tmp_path: Path) 
     assert result.returncode == 1 and "audit row 3" in result.stdout
 
 
-def test_an_idempotency_key_is_remembered_for_24_hours(tmp_path: Path) -> None:
-    store = Store(tmp_path / "ledger.db")
+def test_an_idempotency_key_is_remembered_for_24_hours(ledger: Ledger) -> None:
+    store = ledger
     day_ago = utcnow() - timedelta(hours=25)
 
     def alert(created_at: object, body: str) -> NewAlert:

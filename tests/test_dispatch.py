@@ -35,7 +35,8 @@ from broadcaster.models import (
     utcnow,
 )
 from broadcaster.retry import RetryPolicy
-from broadcaster.store import AuditEntry, Database, NewAlert, NewDelivery, Outcome, Store
+from broadcaster.store import AuditEntry, Database, Ledger, NewAlert, NewDelivery, Outcome
+from tests.conftest import ledger_for
 from tests.support import eventually
 
 HANG = "hang"
@@ -92,7 +93,7 @@ class Engine:
     channels: dict[str, ScriptedChannel] = field(default_factory=dict)
 
     @property
-    def store(self) -> Store:
+    def store(self) -> Ledger:
         return self.db.store
 
     async def start(self, *configs: ChannelConfig, scripts: dict[str, list[Any]] | None = None,
@@ -138,8 +139,8 @@ def alert_channels(alert: NewAlert) -> list[str]:
 
 
 @pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
-    db = Database(Store(tmp_path / "ledger.db"))
+async def engine(ledger_database: Path | str) -> AsyncIterator[Engine]:
+    db = Database(ledger_for(ledger_database))
     running = Engine(db)
     yield running
     if running.dispatcher is not None:
@@ -317,8 +318,8 @@ async def test_messages_beyond_the_burst_wait_for_the_rate(engine: Engine) -> No
     assert spread >= 0.45  # 4 at once, then two more at 4 per second
 
 
-def test_stale_finish_does_not_overwrite_a_newer_state(tmp_path: Path) -> None:
-    store = Store(tmp_path / "ledger.db")
+def test_stale_finish_does_not_overwrite_a_newer_state(ledger: Ledger) -> None:
+    store = ledger
     alert = NewAlert(
         id=new_id(), template="t", template_sha256="0" * 64, variables={}, mode=Mode.LIVE,
         kind=AlertKind.ALERT, severity=Severity.MINOR, references=None, created_by="x",

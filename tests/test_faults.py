@@ -40,7 +40,8 @@ def _time(text: str) -> datetime:
 
 def test_each_fault_ends_in_its_prescribed_state(tmp_path: Path,
                                                  live_sandbox: SandboxThread,
-                                                 daemons: list[Daemon]) -> None:
+                                                 daemons: list[Daemon],
+                                                 ledger_database: Path | str) -> None:
     url = live_sandbox.url
     channels = "".join([
         _webhook("healthy", url),
@@ -52,7 +53,7 @@ def test_each_fault_ends_in_its_prescribed_state(tmp_path: Path,
         _webhook("revoked", url, secret_env="REVOKED_SECRET"),
     ])
     port = free_port()
-    config = write_config(tmp_path, channels, port=port)
+    config = write_config(tmp_path, channels, port=port, database=ledger_database)
     token = add_user(config, "duty-1", "officer")
     live_sandbox.fault("webhook", "error", target="error500", value=500, count=2)
     live_sandbox.fault("webhook", "ratelimit", target="limited", value=2, count=1)

@@ -18,7 +18,8 @@ import pytest
 from broadcaster.config import load_config
 from broadcaster.models import AlertKind, DeliveryState, Mode, Receipt, Severity, new_id, utcnow
 from broadcaster.scheduler import Timekeeper
-from broadcaster.store import AuditEntry, Database, NewAlert, NewDelivery, Store
+from broadcaster.store import AuditEntry, Database, Ledger, NewAlert, NewDelivery
+from tests.conftest import ledger_for
 from tests.support import eventually, write_config
 from tests.test_dispatch import Engine, channel_config
 
@@ -32,8 +33,8 @@ class Clocked:
 
 
 @pytest.fixture
-async def clocked(tmp_path: Path) -> AsyncIterator[Clocked]:
-    db = Database(Store(tmp_path / "ledger.db"))
+async def clocked(tmp_path: Path, ledger_database: Path | str) -> AsyncIterator[Clocked]:
+    db = Database(ledger_for(ledger_database))
     engine = Engine(db)
     configs = (channel_config("a"), channel_config("b", languages=("en",)))
     dispatcher = await engine.start(*configs)
@@ -174,8 +175,8 @@ async def test_firing_a_scheduled_alert_twice_releases_it_once(clocked: Clocked)
 
 
 def test_retention_removes_texts_and_attempts_and_keeps_the_audit_chain(
-        tmp_path: Path) -> None:
-    store = Store(tmp_path / "ledger.db")
+        ledger: Ledger) -> None:
+    store = ledger
     old = _alert(["a"])
     store.accept_alert(old, AuditEntry(actor="duty-1", action="alert.send"))
     claim = store.claim_many([("a", 5)], utcnow())[0]

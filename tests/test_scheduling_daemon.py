@@ -40,10 +40,10 @@ def _time(text: str) -> datetime:
 
 
 def _start(tmp_path: Path, sandbox: SandboxThread, daemons: list[Daemon],
-           extra: str = "") -> tuple[Daemon, str]:
+           extra: str = "", database: Path | str | None = None) -> tuple[Daemon, str]:
     port = free_port()
     config = write_config(tmp_path, webhook_channel("leitstelle", sandbox.url) + extra,
-                          port=port)
+                          port=port, database=database)
     token = add_user(config, "duty-1", "officer")
     daemon = Daemon(config, port, env={"TELEGRAM_TOKEN": "123456:sandbox-token"})
     daemons.append(daemon.start())
@@ -86,8 +86,9 @@ def test_a_cron_that_never_fires_is_refused(tmp_path: Path, live_sandbox: Sandbo
 
 
 def test_a_scheduled_alert_waits_then_fires_within_a_second(
-        tmp_path: Path, live_sandbox: SandboxThread, daemons: list[Daemon]) -> None:
-    daemon, token = _start(tmp_path, live_sandbox, daemons)
+        tmp_path: Path, live_sandbox: SandboxThread, daemons: list[Daemon],
+        ledger_database: Path | str) -> None:
+    daemon, token = _start(tmp_path, live_sandbox, daemons, database=ledger_database)
     send_at = _at(2)
     status, alert = _scheduled(daemon, token, _iso(send_at))
     assert status == 201 and alert["state"] == "scheduled"
@@ -105,8 +106,9 @@ def test_a_scheduled_alert_waits_then_fires_within_a_second(
 
 
 def test_a_scheduled_alert_can_be_cancelled_before_it_fires(
-        tmp_path: Path, live_sandbox: SandboxThread, daemons: list[Daemon]) -> None:
-    daemon, token = _start(tmp_path, live_sandbox, daemons)
+        tmp_path: Path, live_sandbox: SandboxThread, daemons: list[Daemon],
+        ledger_database: Path | str) -> None:
+    daemon, token = _start(tmp_path, live_sandbox, daemons, database=ledger_database)
     send_at = _at(2)
     _, alert = _scheduled(daemon, token, _iso(send_at))
     result = run_cli("cancel", alert["id"],
@@ -121,8 +123,9 @@ def test_a_scheduled_alert_can_be_cancelled_before_it_fires(
 
 
 def test_killed_before_its_time_it_fires_once_on_restart_marked_late(
-        tmp_path: Path, live_sandbox: SandboxThread, daemons: list[Daemon]) -> None:
-    daemon, token = _start(tmp_path, live_sandbox, daemons)
+        tmp_path: Path, live_sandbox: SandboxThread, daemons: list[Daemon],
+        ledger_database: Path | str) -> None:
+    daemon, token = _start(tmp_path, live_sandbox, daemons, database=ledger_database)
     send_at = _at(2)
     _, alert = _scheduled(daemon, token, _iso(send_at))
     wait_for(lambda: datetime.now(UTC) > send_at - timedelta(seconds=1), timeout=5,

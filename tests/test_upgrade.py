@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from broadcaster.schema import SCHEMA_VERSION
-from broadcaster.store import Store
+from broadcaster.store.schema_sqlite import SCHEMA_VERSION
+from broadcaster.store.sqlite import SqliteLedger
 from broadcaster.templates import load_templates
 from tests.support import (
     TEMPLATES,
@@ -53,7 +53,7 @@ def old_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, di
 def test_store_migrates_forward_and_keeps_everything(
         old_ledger: tuple[Path, dict[str, Any]]) -> None:
     path, manifest = old_ledger
-    store = Store(path)
+    store = SqliteLedger(path)
     try:
         assert store.schema_version == SCHEMA_VERSION
         alerts = store.list_alerts(limit=1000)
@@ -71,7 +71,7 @@ def test_store_migrates_forward_and_keeps_everything(
         assert store.verify_audit() is None
     finally:
         store.close()
-    reopened = Store(path)  # a second start finds nothing left to migrate
+    reopened = SqliteLedger(path)  # a second start finds nothing left to migrate
     try:
         assert reopened.schema_version == SCHEMA_VERSION
         assert len(reopened.list_alerts(limit=1000)) == len(manifest["alerts"])

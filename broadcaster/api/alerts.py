@@ -167,7 +167,7 @@ async def accept(request: web.Request, alert_request: AlertRequest, reference: A
         alert = new.as_accepted()
         await app[TIMEKEEPER].accepted(alert)
     else:
-        alert = await database.run(database.store.get_alert, alert_id)
+        alert = await database.read(database.store.get_alert, alert_id)
     return alert, created
 
 
@@ -187,7 +187,7 @@ async def preview_alert(request: web.Request) -> web.Response:
     reference = None
     if body.get("references") is not None:
         database = app[DATABASE]
-        reference = await database.run(database.store.get_alert, str(body.pop("references")))
+        reference = await database.read(database.store.get_alert, str(body.pop("references")))
     zone = ZoneInfo(app[CONFIG].service.timezone)
     parsed = alert_request(body, followup=reference, zone=zone, now=app[CLOCK]())
     prepared = app[COMPOSER].prepare(parsed, app[CLOCK](), reference)
@@ -212,7 +212,7 @@ async def preview_alert(request: web.Request) -> web.Response:
 @requires("officer")
 async def post_followup(request: web.Request) -> web.Response:
     database = request.app[DATABASE]
-    reference = await database.run(database.store.get_alert, request.match_info["id"])
+    reference = await database.read(database.store.get_alert, request.match_info["id"])
     body = await json_body(request)
     return await _accept(request, alert_request(body, followup=reference), reference)
 
@@ -234,7 +234,7 @@ async def list_alerts(request: web.Request) -> web.Response:
             raise ValidationError({"state": f"one of {known}"}) from None
     before = request.query.get("before")
     database = request.app[DATABASE]
-    alerts = await database.run(database.store.list_alerts, limit, before, state)
+    alerts = await database.read(database.store.list_alerts, limit, before, state)
     document: dict[str, Any] = {"alerts": [alert_json(a) for a in alerts]}
     if len(alerts) == limit:
         document["next"] = alerts[-1].id
@@ -244,7 +244,7 @@ async def list_alerts(request: web.Request) -> web.Response:
 @requires("viewer")
 async def get_alert(request: web.Request) -> web.Response:
     database = request.app[DATABASE]
-    alert = await database.run(database.store.get_alert, request.match_info["id"])
+    alert = await database.read(database.store.get_alert, request.match_info["id"])
     return json_response(alert_json(alert))
 
 
@@ -259,7 +259,7 @@ async def approve(request: web.Request, alert_id: str, via: str = "api") -> Aler
     app = request.app
     user = current_user(request)
     database = app[DATABASE]
-    alert = await database.run(database.store.get_alert, alert_id)
+    alert = await database.read(database.store.get_alert, alert_id)
     if alert.created_by == user.name:
         raise web.HTTPForbidden(
             text=f"{user.name} sent this alert; a different officer must confirm it")

@@ -93,7 +93,7 @@ async def user_for_token(app: web.Application, token: str) -> User | None:
     if parts is None:
         return None
     database = app[DATABASE]
-    user = await database.run(database.store.get_user, parts[0])
+    user = await database.read(database.store.get_user, parts[0])
     if user is None or user.disabled or not token_matches(parts[1], user.token_hash):
         return None
     return user

@@ -38,7 +38,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     database = request.app[DATABASE]
     try:
-        counts = await database.run(database.store.delivery_counts)
+        counts = await database.read(database.store.delivery_counts)
     except StoreUnavailable:
         counts = {}
     body = request.app[METRICS].exposition(counts)

@@ -12,12 +12,16 @@ from broadcaster.cli.common import EXIT_FAILURE, EXIT_INVALID, CommandFailed, er
 from broadcaster.errors import (
     BroadcasterError,
     ConfigError,
+    DatabaseUnreachable,
     TemplateError,
     UnknownTemplate,
     ValidationError,
 )
 
-_INVALID_INPUT = (ConfigError, TemplateError, UnknownTemplate, ValidationError)
+# Exit 2: what the person gave is wrong, including a database the configuration names
+# that cannot be reached or refuses the login (fix the file, the password or the server).
+_INVALID_INPUT = (ConfigError, TemplateError, UnknownTemplate, ValidationError,
+                  DatabaseUnreachable)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,7 +18,7 @@ from broadcaster.cli.common import (
     table,
 )
 from broadcaster.models import iso_utc, utcnow
-from broadcaster.store import AuditEntry, Store, User
+from broadcaster.store import AuditEntry, Ledger, User, open_ledger
 
 MIN_PASSWORD = 10
 
@@ -54,8 +54,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         add_config_option(parser)
 
 
-def _store(args: argparse.Namespace) -> Store:
-    return Store(load(args, secrets=False).service.database)
+def _store(args: argparse.Namespace) -> Ledger:
+    return open_ledger(load(args, secrets=False).service.database)
 
 
 def _password_options(parser: argparse.ArgumentParser, optional: bool) -> None:

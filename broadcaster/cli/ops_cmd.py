@@ -1,7 +1,7 @@
-"""Operations on the ledger file: `broadcaster backup`.
+"""Operations on the ledger: `broadcaster backup` and `broadcaster db migrate`.
 
 A backup is taken online, while the daemon runs and delivers (see
-``Store.backup``): it does not stop the service and needs no credentials, only
+``broadcaster.store.backups``): it does not stop the service and needs no credentials, only
 the configuration to find the database. Given a directory, it names the copy
 after the time (``broadcaster-20261123T031209Z.db``) and ``--keep N`` removes the
 oldest such copies beyond N, so a systemd timer can run it as is.
@@ -14,8 +14,9 @@ from datetime import datetime
 from pathlib import Path
 
 from broadcaster.cli.common import EXIT_INVALID, EXIT_OK, CommandFailed, add_config_option, load
+from broadcaster.config import POSTGRES_SCHEMES, postgres_uri_problem
 from broadcaster.models import utcnow
-from broadcaster.store import Store
+from broadcaster.store import backup, daemon_lock
 
 PREFIX = "broadcaster-"
 SUFFIX = ".db"
@@ -36,6 +37,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add_config_option(backup)
     backup.set_defaults(handler=run_backup)
 
+    db = commands.add_parser("db", help="the ledger database")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    migrate = db_sub.add_parser(
+        "migrate", help="copy the SQLite ledger into an empty PostgreSQL database",
+        description="Copy every alert, delivery, attempt, user, session and audit event of "
+        "the configured SQLite ledger into an empty PostgreSQL database, in one "
+        "transaction. Stop the daemon first. The password comes from --password-file, "
+        "PGPASSWORD or ~/.pgpass, never from the URI.")
+    migrate.add_argument("--to", required=True, metavar="URI",
+                         help="postgresql://USER@HOST[,HOST2]/DATABASE")
+    migrate.add_argument("--password-file", type=Path, metavar="FILE",
+                         help="a file holding the database password")
+    add_config_option(migrate)
+    migrate.set_defaults(handler=run_migrate)
+
 
 def run_backup(args: argparse.Namespace) -> int:
     keep: int | None = args.keep
@@ -49,7 +65,7 @@ def run_backup(args: argparse.Namespace) -> int:
         target = target / backup_name(utcnow())
     elif keep is not None:
         raise CommandFailed("--keep needs a directory as PATH", EXIT_INVALID)
-    report = Store.backup(database, target)
+    report = backup(database, target)
     print(f"backup written: {report.path} ({report.size / 1_048_576:.1f} MiB, schema "
           f"{report.schema_version}, {report.alerts} alert(s), {report.deliveries} "
           f"delivery(ies), {report.users} user(s); integrity ok, audit chain intact with "
@@ -71,3 +87,45 @@ def prune(directory: Path, keep: int) -> list[Path]:
     for path in doomed:
         path.unlink()
     return doomed
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    from broadcaster.store.postgres import Connection, PostgresLedger
+    from broadcaster.store.sqlite import SqliteLedger
+    from broadcaster.store.transfer import copy_ledger
+
+    source = load(args, secrets=False).service.database
+    if not isinstance(source, Path):
+        raise CommandFailed("the configured ledger is already PostgreSQL; `db migrate` "
+                            "copies a SQLite ledger", EXIT_INVALID)
+    uri: str = args.to
+    problem = (postgres_uri_problem(uri) if uri.startswith(POSTGRES_SCHEMES)
+               else "must be a postgresql:// URI")
+    if problem is not None:
+        raise CommandFailed(f"--to: {problem}", EXIT_INVALID)
+    password = None
+    if args.password_file is not None:
+        try:
+            password = args.password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise CommandFailed(f"--password-file {args.password_file}: {exc.strerror}",
+                                EXIT_INVALID) from None
+    if not source.is_file():
+        raise CommandFailed(f"there is no SQLite ledger at {source}", EXIT_INVALID)
+    lock = daemon_lock(source)
+    lock.acquire()  # AlreadyRunning: the daemon must be stopped for a consistent copy
+    try:
+        sqlite = SqliteLedger(source)
+        target = PostgresLedger(Connection(uri, password))
+        try:
+            report = copy_ledger(sqlite, target)
+        finally:
+            target.close()
+            sqlite.close()
+    finally:
+        lock.release()
+    rows = ", ".join(f"{count} {table}" for table, count in report.rows.items())
+    print(f"copied {source} into {uri}: {rows}; audit chain verified on the copy")
+    print("next: set [service] database to the URI and database_password to the password's "
+          "file or variable, then start the service")
+    return EXIT_OK

@@ -18,7 +18,7 @@ from broadcaster.cli.common import (
 )
 from broadcaster.errors import TemplateError, UnknownTemplate
 from broadcaster.models import Mode, utcnow
-from broadcaster.store import AuditEntry, Store
+from broadcaster.store import AuditEntry, open_ledger
 from broadcaster.template_check import SAMPLE_ALERT_ID, check_templates
 from broadcaster.templates import RenderContext, Template, TemplateSet, load_templates, render
 
@@ -145,7 +145,7 @@ def approve_template(args: argparse.Namespace) -> int:
                             EXIT_INVALID)
     now = utcnow()
     # The audit event first: an approval that cannot be audited is not made.
-    store = Store(config.service.database)
+    store = open_ledger(config.service.database)
     try:
         store.record_audit(AuditEntry(
             actor=args.by.strip(), address=local_actor(), action="template.approve",

@@ -104,7 +104,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     watched = [f"address:{address}"] + ([account] if token is None and name else [])
     actor = name or "unknown"
 
-    locked = await database.run(database.store.login_locked_until, watched, now)
+    locked = await database.read(database.store.login_locked_until, watched, now)
     if locked is not None:
         await database.run(database.store.record_audit, AuditEntry(
             actor=actor, address=address, action="console.login_refused",
@@ -141,7 +141,7 @@ async def _authenticate(request: web.Request, name: str, secret: str,
     if token is not None:
         user = await user_for_token(request.app, secret)
         return None if user is None or (name and name != user.name) else user
-    user = await database.run(database.store.find_user, name) if name else None
+    user = await database.read(database.store.find_user, name) if name else None
     stored = user.password_hash if user is not None and not user.disabled else None
     loop = asyncio.get_running_loop()
     # scrypt takes tens of milliseconds: off the event loop, and off the ledger's thread.

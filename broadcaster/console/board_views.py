@@ -35,13 +35,13 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
     app = request.app
     database = app[DATABASE]
     # What is under way is recent: one read of the newest alerts, not a scan per state.
-    newest = await database.run(database.store.list_alerts, DASHBOARD_WINDOW)
+    newest = await database.read(database.store.list_alerts, DASHBOARD_WINDOW)
     delivering = [a for a in newest if a.state is AlertState.DELIVERING]
     awaiting = [a for a in newest if a.state is AlertState.AWAITING_APPROVAL]
     scheduled = [a for a in newest if a.state is AlertState.SCHEDULED]
     # Expired without an all-clear, and still without one: shown first, in red.
     expired = [a for a in newest if a.expired_at is not None
-               and not await database.run(database.store.thread_closed, a.id)]
+               and not await database.read(database.store.thread_closed, a.id)]
     recent = newest[:10]
     channels = []
     for config in app[CONFIG].channels:
@@ -61,7 +61,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
 async def alert_list(request: web.Request) -> web.StreamResponse:
     before = request.query.get("before") or None
     database = request.app[DATABASE]
-    alerts = await database.run(database.store.list_alerts, PAGE_SIZE, before)
+    alerts = await database.read(database.store.list_alerts, PAGE_SIZE, before)
     t = translator(language(request))
     return render(request, "alerts.html", title=t("list.title"), alerts=alerts,
                   titles=_titles(request), before=before,
@@ -94,14 +94,14 @@ def _safe_url(url: str | None) -> str | None:
 @page("viewer")
 async def board(request: web.Request) -> web.StreamResponse:
     database = request.app[DATABASE]
-    alert = await database.run(database.store.get_alert, request.match_info["id"])
+    alert = await database.read(database.store.get_alert, request.match_info["id"])
     user = current_user(request)
     titles = _titles(request)
     t = translator(language(request))
     title = titles.get(alert.template, alert.template)
     reference = None
     if alert.references is not None:
-        reference = await database.run(database.store.get_alert, alert.references)
+        reference = await database.read(database.store.get_alert, alert.references)
     return render(
         request, "board.html", reference=reference,
         title=f"{t('mode.' + alert.mode.value)} · {title}",
@@ -111,21 +111,21 @@ async def board(request: web.Request) -> web.StreamResponse:
         own=alert.created_by == user.name, awaiting=alert.state is AlertState.AWAITING_APPROVAL,
         held=alert.hold is not None and alert.state.value == alert.hold,
         expired=alert.expired_at is not None
-        and not await database.run(database.store.thread_closed, alert.id))
+        and not await database.read(database.store.thread_closed, alert.id))
 
 
 @page("viewer", json=True)
 async def board_status(request: web.Request) -> web.StreamResponse:
     database = request.app[DATABASE]
-    alert = await database.run(database.store.get_alert, request.match_info["id"])
+    alert = await database.read(database.store.get_alert, request.match_info["id"])
     return web.json_response(status_document(request, alert))
 
 
 @page("viewer")
 async def attempts(request: web.Request) -> web.StreamResponse:
     database = request.app[DATABASE]
-    alert = await database.run(database.store.get_alert, request.match_info["id"])
-    tried = {d.id: await database.run(database.store.attempts, d.id) for d in alert.deliveries}
+    alert = await database.read(database.store.get_alert, request.match_info["id"])
+    tried = {d.id: await database.read(database.store.attempts, d.id) for d in alert.deliveries}
     t = translator(language(request))
     title = _titles(request).get(alert.template, alert.template)
     return render(request, "attempts.html",

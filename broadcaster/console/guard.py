@@ -19,9 +19,7 @@ from broadcaster.auth import role_allows
 from broadcaster.console.i18n import translator
 from broadcaster.console.render import error_page
 from broadcaster.console.session import csrf_ok, language, load_session, login_redirect
-from broadcaster.errors import (
-    BroadcasterError,
-)
+from broadcaster.errors import BroadcasterError, StoreUnavailable
 from broadcaster.logs import event
 
 log = logging.getLogger("broadcaster.console")
@@ -34,7 +32,16 @@ def page(role: str = "viewer", *, json: bool = False) -> Callable[[Handler], Han
     def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def run(request: web.Request) -> web.StreamResponse:
-            session = await load_session(request)
+            try:
+                session = await load_session(request)
+            except StoreUnavailable as exc:
+                event(log, "console.store_unavailable", logging.ERROR, path=request.path,
+                      error=str(exc))
+                if json:
+                    return web.json_response({"error": "ledger unavailable"}, status=503)
+                detail = request.app[SCRUBBER].scrub(str(exc))
+                message = translator(language(request))("error.ledger")
+                return error_page(request, 503, f"{message} ({detail})")
             if session is None:
                 if json:
                     return web.json_response({"error": "session ended"}, status=401)
@@ -53,6 +60,9 @@ def page(role: str = "viewer", *, json: bool = False) -> Callable[[Handler], Han
                     return error_page(request, 403, t("error.csrf"))
             try:
                 return await handler(request)
+            except StoreUnavailable as exc:
+                detail = request.app[SCRUBBER].scrub(str(exc))
+                return error_page(request, 503, f"{t('error.ledger')} ({detail})")
             except BroadcasterError as exc:
                 return error_page(request, http_status(exc),
                                   request.app[SCRUBBER].scrub(str(exc)))

@@ -202,6 +202,13 @@ TEXTS: dict[str, tuple[str, str]] = {
     "send.send_exercise": ("Übung senden", "Send exercise"),
     # errors
     "error.title": ("Fehler", "Error"),
+    "error.ledger": ("Die Datenbank des Warnsystems antwortet gerade nicht. Es werden keine "
+                     "Meldungen angenommen; bereits laufende Zustellungen gehen weiter. Die "
+                     "Seite in einigen Sekunden neu laden; hält es an, die IT-Bereitschaft "
+                     "anrufen.",
+                     "The alert system's database is not answering. No alerts are accepted "
+                     "now; deliveries already under way go on. Reload in a few seconds; if it "
+                     "persists, call the IT on duty."),
     "error.csrf": ("Das Formular ist ungültig oder abgelaufen (Schutz vor gefälschten "
                    "Anfragen). Bitte die Seite neu laden.",
                    "The form is invalid or has expired (protection against forged requests). "

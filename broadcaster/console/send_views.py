@@ -62,7 +62,7 @@ async def _flow(request: web.Request) -> Flow:
     info = request.match_info
     if "id" in info:
         database = request.app[DATABASE]
-        reference = await database.run(database.store.get_alert, info["id"])
+        reference = await database.read(database.store.get_alert, info["id"])
         if info["kind"] not in ("update", "allclear", "correction"):
             raise NotFound(f"no follow-up of kind {info['kind']!r}")
         kind = AlertKind(info["kind"])

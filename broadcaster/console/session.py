@@ -89,7 +89,7 @@ async def load_session(request: web.Request) -> ConsoleSession | None:
     database = request.app[DATABASE]
     now = request.app[CLOCK]()
     id_hash = session_hash(session_id)
-    session = await database.run(database.store.find_session, id_hash, now)
+    session = await database.read(database.store.find_session, id_hash, now)
     if session is None or session.user.disabled or now - session.created_at > MAX_AGE:
         return None
     if now - session.last_seen_at > TOUCH_EVERY:

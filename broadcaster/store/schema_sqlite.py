@@ -1,4 +1,4 @@
-"""The ledger's schema and its forward migrations.
+"""The SQLite schema and its forward migrations (``schema_postgres`` has the same versions).
 
 ``MIGRATIONS[n]`` takes a database from version n to n+1. A database is migrated
 forward on open, one transaction per step; a database newer than this code is
@@ -120,6 +120,16 @@ MIGRATIONS: list[str] = [
     ALTER TABLE alerts ADD COLUMN expired_at TEXT;        -- it lapsed without an all-clear
     ALTER TABLE alerts ADD COLUMN pruned_at TEXT;         -- texts removed by retention
     CREATE INDEX alerts_hold ON alerts (hold) WHERE hold IS NOT NULL;
+    """,
+    # 3 → 4: indexes that keep claims, start-up and retention flat as the ledger grows
+    """
+    CREATE INDEX deliveries_queue ON deliveries (channel, queued_at, id) WHERE state = 'queued';
+    CREATE INDEX deliveries_sending ON deliveries (channel) WHERE state = 'sending';
+    CREATE INDEX alerts_unpruned ON alerts (created_at) WHERE pruned_at IS NULL;
+    CREATE INDEX alerts_series ON alerts (id) WHERE repeat IS NOT NULL;
+    CREATE INDEX alerts_expiring ON alerts (expires_at)
+        WHERE expires_at IS NOT NULL AND expired_at IS NULL;
+    CREATE INDEX alerts_repeat_of ON alerts (repeat_of) WHERE repeat_of IS NOT NULL;
     """,
 ]
 

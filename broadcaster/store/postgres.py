@@ -1,0 +1,359 @@
+"""The PostgreSQL backend: the ledger a city can replicate and fail over.
+
+psycopg 3 with a psycopg_pool connection pool: libpq underneath, so multi-host URIs
+with ``target_session_attrs=read-write`` find the primary after a failover, and
+``.pgpass`` and the ``PG*`` environment work as for every libpq client. Every
+connection runs with ``synchronous_commit = on``: a commit returns once the
+primary has flushed it (and, where the cluster configures synchronous standbys,
+once they have it too), so "accepted" means committed.
+
+Connections are checked when taken from the pool, so after a restart or failover
+the pool drops dead connections and reconnects by itself; a call that cannot get a
+working connection within ``POOL_TIMEOUT`` raises StoreUnavailable (the API answers
+503, nothing half-done: each transition is one transaction).
+
+The shared SQL uses ``?`` placeholders; ``_translate`` rewrites them for psycopg.
+Times are ``timestamptz`` columns read back in the ledger's text form
+(``records.ts``), so the shared code sees the same values from both backends.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.abc import Buffer
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import RowMaker
+from psycopg.types.datetime import TimestamptzLoader
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from broadcaster.errors import (
+    AlreadyRunning,
+    DatabaseUnreachable,
+    StoreError,
+    StoreUnavailable,
+)
+from broadcaster.store.base import Features, Tx
+from broadcaster.store.ledger import Ledger
+from broadcaster.store.records import AuditEntry, NewAlert, ts
+from broadcaster.store.schema_postgres import MIGRATIONS, SCHEMA_VERSION
+
+# The pool warns at every failed connection attempt while the server is away; the
+# daemon says it once (ledger.unavailable) and again when it is back.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
+FEATURES = Features(name="postgresql", several_nodes=True, notifies=True, writers=4,
+                    concurrent_readers=4)
+MIN_SERVER_VERSION = 130000  # PostgreSQL 13
+POOL_TIMEOUT = 3.0  # seconds a call waits for a working connection before 503
+CONNECT_TIMEOUT = 5  # libpq connect_timeout, unless the URI sets one
+WORK_CHANNEL = "broadcaster_work"  # LISTEN/NOTIFY: channels with new work
+NOTIFY_PAYLOAD_MAX = 7000  # PostgreSQL's limit is 8000 bytes; beyond: wake every lane
+# Advisory lock keys (arbitrary, fixed): the audit chain, migrations, the daemon.
+_AUDIT_LOCK = 7_251_001
+_MIGRATION_LOCK = 7_251_002
+_DAEMON_LOCK = 7_251_003
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the ledger is: a libpq URI without a password, and the password if
+    configured (else libpq's own ``.pgpass`` and ``PGPASSWORD`` apply)."""
+
+    uri: str
+    password: str | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"application_name": "broadcaster"}
+        if "connect_timeout" not in conninfo_to_dict(self.uri):
+            extra["connect_timeout"] = CONNECT_TIMEOUT
+        if self.password is not None:
+            extra["password"] = self.password
+        return extra
+
+    @property
+    def hosts(self) -> str:
+        """The server(s) for messages: hosts and database, never a password."""
+        params = conninfo_to_dict(self.uri)
+        host = str(params.get("host") or "the local socket")
+        port = f":{params['port']}" if params.get("port") else ""
+        return f"{host}{port}/{params.get('dbname') or params.get('user') or ''}"
+
+
+@functools.lru_cache(maxsize=512)
+def _translate(sql: str) -> str:
+    """The shared SQL's ``?`` placeholders as psycopg's ``%s`` (no literal in our SQL
+    contains a question mark; a literal percent sign is doubled)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class PgRow:
+    """A result row by position and by column name, like sqlite3.Row."""
+
+    __slots__ = ("_names", "_values")
+
+    def __init__(self, values: Sequence[Any], names: Mapping[str, int]) -> None:
+        self._values = values
+        self._names = names
+
+    def __getitem__(self, key: int | str | slice) -> Any:
+        if isinstance(key, str):
+            return self._values[self._names[key]]
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+def _rows(cursor: psycopg.Cursor[Any]) -> RowMaker[PgRow]:
+    names = {column.name: i for i, column in enumerate(cursor.description or ())}
+    return functools.partial(PgRow, names=names)
+
+
+class _LedgerTime(TimestamptzLoader):
+    """timestamptz as the ledger's text form (``records.ts``)."""
+
+    def load(self, data: Buffer) -> str:  # type: ignore[override]
+        moment: datetime = super().load(data)
+        return ts(moment)
+
+
+def _configure(connection: psycopg.Connection[Any]) -> None:
+    connection.adapters.register_loader("timestamptz", _LedgerTime)
+    connection.row_factory = _rows
+    connection.execute("SET synchronous_commit = on")
+
+
+class _PgTx:
+    """An open transaction with the shared SQL's placeholders."""
+
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self._connection = connection
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
+        return self._connection.execute(_translate(sql), parameters)
+
+    def executemany(self, sql: str, seq_of_parameters: Sequence[Sequence[Any]], /) -> None:
+        if seq_of_parameters:
+            with self._connection.cursor() as cursor:
+                cursor.executemany(_translate(sql), seq_of_parameters)
+
+
+class _KeyRace(Exception):
+    """Two accepts with one Idempotency-Key committed at the same moment."""
+
+
+def describe(exc: BaseException) -> str:
+    """libpq's first line, without the noise (it never contains the password)."""
+    text = str(exc).strip() or type(exc).__name__
+    first = text.splitlines()[0]
+    return first.removeprefix("connection failed: ")
+
+
+class PostgresLedger(Ledger):
+    """The ledger in a PostgreSQL database (13 or newer)."""
+
+    features = FEATURES
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        with self._first_contact() as first:
+            self._check_server(first)
+            self._migrate(first)
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            connection.uri, kwargs={**connection.kwargs(), "autocommit": True},
+            min_size=1, max_size=FEATURES.writers + FEATURES.concurrent_readers + 1,
+            configure=_configure, check=ConnectionPool.check_connection,
+            timeout=POOL_TIMEOUT, reconnect_timeout=60.0, name="ledger", open=False,
+        )
+        self._pool.open(wait=False)
+
+    def __str__(self) -> str:
+        return f"PostgreSQL {self.connection.hosts}"
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # -- start-up -------------------------------------------------------------
+
+    @contextmanager
+    def _first_contact(self) -> Iterator[psycopg.Connection[Any]]:
+        """One direct connection, so a wrong host or password fails at once and
+        clearly instead of after the pool's retries."""
+        try:
+            first = psycopg.connect(self.connection.uri, autocommit=True,
+                                    **self.connection.kwargs())
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnreachable(
+                f"cannot connect to the PostgreSQL ledger at {self.connection.hosts}: "
+                f"{describe(exc)}; check [service] database and database_password, and "
+                "that the server runs and accepts this host"
+            ) from None
+        try:
+            _configure(first)
+            yield first
+        finally:
+            first.close()
+
+    def _check_server(self, connection: psycopg.Connection[Any]) -> None:
+        problem = server_version_problem(connection.info.server_version)
+        if problem is not None:
+            raise StoreError(f"the PostgreSQL server at {self.connection.hosts} {problem}")
+
+    def _migrate(self, connection: psycopg.Connection[Any]) -> None:
+        # Several nodes may start together: one migrates, the others wait for it.
+        try:
+            connection.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+            try:
+                version = _schema_version(connection)
+                if version > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"the PostgreSQL ledger at {self.connection.hosts} has schema "
+                        f"version {version}, newer than this broadcaster ({SCHEMA_VERSION}); "
+                        "upgrade broadcaster or restore a backup"
+                    )
+                for step in range(version, SCHEMA_VERSION):
+                    with connection.transaction():
+                        connection.execute(MIGRATIONS[step].encode())
+                        connection.execute(
+                            "INSERT INTO meta (key, value) VALUES ('schema_version', %s) "
+                            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                            (str(step + 1),))
+            finally:
+                connection.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"cannot migrate the PostgreSQL ledger at "
+                                   f"{self.connection.hosts}: {describe(exc)}") from None
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot migrate the PostgreSQL ledger at "
+                             f"{self.connection.hosts}: {describe(exc)}; the database user "
+                             "needs CREATE on the schema") from None
+
+    @property
+    def schema_version(self) -> int:
+        with self._pool.connection() as connection:
+            return _schema_version(connection)
+
+    # -- plumbing -------------------------------------------------------------
+
+    @contextmanager
+    def _write(self, durable: bool = False) -> Iterator[Tx]:
+        # Every commit is durable here (synchronous_commit = on for every connection).
+        try:
+            with self._pool.connection() as connection, connection.transaction():
+                yield _PgTx(connection)
+        except pg_errors.UniqueViolation as exc:
+            if exc.diag.constraint_name == "alerts_idempotency":
+                raise _KeyRace from None
+            raise self._unavailable(exc) from None
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise self._unavailable(exc) from None
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            with self._pool.connection() as connection:
+                return connection.execute(_translate(sql), params).fetchall()
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise self._unavailable(exc) from None
+
+    @contextmanager
+    def raw_transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction on a plain connection, for this package's bulk copy only."""
+        with self._pool.connection() as connection, connection.transaction():
+            yield connection
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        """Any database error as the API's 503: the server's problem, not the caller's,
+        and the transaction was rolled back."""
+        why = ("no working connection" if isinstance(exc, PoolTimeout) else describe(exc))
+        return StoreUnavailable(
+            f"cannot persist to the PostgreSQL ledger at {self.connection.hosts} ({why}); "
+            "nothing was accepted"
+        )
+
+    def _lock_audit_chain(self, db: Tx) -> None:
+        # Held to the end of the transaction: appends from every process take turns.
+        db.execute("SELECT pg_advisory_xact_lock(?)", (_AUDIT_LOCK,))
+
+    def _announce(self, db: Tx, channels: Sequence[str]) -> None:
+        payload = ",".join(sorted(set(channels)))
+        if len(payload.encode()) > NOTIFY_PAYLOAD_MAX:
+            payload = "*"
+        db.execute("SELECT pg_notify(?, ?)", (WORK_CHANNEL, payload))
+
+    async def watch_for_work(self, wake: Callable[[Sequence[str] | None], None]) -> None:
+        from broadcaster.store.listener import listen_for_work
+
+        await listen_for_work(self.connection, wake)
+
+    # Claims lock the rows they take; another process claiming at the same moment
+    # skips them instead of waiting or taking them twice.
+    _claim_lock = " FOR UPDATE OF d SKIP LOCKED"
+
+    def accept_alert(self, alert: NewAlert, entry: AuditEntry) -> tuple[str, bool]:
+        try:
+            return super().accept_alert(alert, entry)
+        except _KeyRace:
+            # The same key committed a moment ago by a parallel request: now it is
+            # found, and answered as the repeat it is.
+            return super().accept_alert(alert, entry)
+
+
+def server_version_problem(version: int) -> str | None:
+    """Why a server of this version (libpq's number, e.g. 150018) cannot hold the ledger."""
+    if version < MIN_SERVER_VERSION:
+        return (f"is version {version // 10000}; broadcaster needs PostgreSQL 13 or newer: "
+                "upgrade the server")
+    return None
+
+
+def _schema_version(connection: psycopg.Connection[Any]) -> int:
+    row = connection.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
+    if row is None or not row[0]:
+        return 0
+    found = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(found[0]) if found else 0
+
+
+class PostgresDaemonLock:
+    """One daemon per PostgreSQL ledger, until several nodes share one: a session
+    advisory lock held on a connection of its own for the daemon's life."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._holder: psycopg.Connection[Any] | None = None
+
+    def acquire(self) -> None:
+        try:
+            holder = psycopg.connect(self.connection.uri, autocommit=True,
+                                     **self.connection.kwargs())
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnreachable(
+                f"cannot connect to the PostgreSQL ledger at {self.connection.hosts}: "
+                f"{describe(exc)}; check [service] database and database_password, and "
+                "that the server runs and accepts this host"
+            ) from None
+        row = holder.execute("SELECT pg_try_advisory_lock(%s)", (_DAEMON_LOCK,)).fetchone()
+        if row is None or not row[0]:
+            holder.close()
+            raise AlreadyRunning(
+                f"another broadcaster daemon is serving the PostgreSQL ledger at "
+                f"{self.connection.hosts}; stop it first"
+            )
+        self._holder = holder
+
+    def release(self) -> None:
+        if self._holder is not None:
+            self._holder.close()
+            self._holder = None
