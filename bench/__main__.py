@@ -10,6 +10,10 @@ separate processes, as in production.
     platforms          the five platform channels + webhooks, vs. the floor
     accept p99         POST /api/v1/alerts answer time over 200 sequential alerts
     start-up           process start → /readyz 200; idle resident memory
+    growth, backlog    a ledger with two years of history, a draining backlog (growth.py)
+
+Each set runs on SQLite and on PostgreSQL (a local server started here, fsync on,
+as a production server runs), side by side.
 """
 
 from __future__ import annotations
@@ -24,24 +28,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import aiohttp
 
+from bench import growth as growth_bench
+from bench.figures import Figure, percentile, ratio_figure
 from bench.stack import BenchStack, Endpoint
+from tests.postgres import PostgresServer
 
 RUNS = 15
 LATENCY_MS = 100
-
-
-@dataclass
-class Figure:
-    name: str
-    value: str
-    target: str
-    ok: bool
 
 
 def _median(samples: list[float]) -> float:
@@ -91,12 +89,6 @@ async def paired(runs: int, ours: Callable[[], Awaitable[float]],
     return _median(ours_samples), _median(floor_samples)
 
 
-def ratio_figure(name: str, ours: float, bare: float, limit: float) -> Figure:
-    ratio = ours / bare
-    return Figure(name, f"{ours * 1000:.0f} ms vs floor {bare * 1000:.0f} ms = {ratio:.3f}×",
-                  f"≤ {limit:.2f}×", ratio <= limit)
-
-
 async def bench_fan_out(stack: BenchStack, width: int, limit: float, runs: int) -> Figure:
     names = [f"w{i}" for i in range(width)]
     async with aiohttp.ClientSession() as session:
@@ -140,9 +132,7 @@ async def bench_accept(stack: BenchStack, count: int = 200) -> Figure:
             await stack.post_alert(session, ["w0"])
             timings.append(time.perf_counter() - started)
     stack.clear_faults(latency_ms=LATENCY_MS)
-    timings.sort()
-    p99 = timings[int(len(timings) * 0.99) - 1]
-    p50 = timings[len(timings) // 2]
+    p99, p50 = percentile(timings, 0.99), percentile(timings, 0.5)
     return Figure(f"POST /api/v1/alerts over {count} sequential alerts",
                   f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms", "p99 ≤ 25 ms",
                   p99 <= 0.025)
@@ -204,24 +194,48 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-async def main(runs: int, wide: bool) -> list[Figure]:
+async def fan_out_set(folder: Path, runs: int, wide: bool,
+                      postgres: PostgresServer | None) -> list[Figure]:
     figures: list[Figure] = []
-    with tempfile.TemporaryDirectory(prefix="broadcaster-bench-") as folder:
-        async with BenchStack(Path(folder), webhooks=100 if wide else 10,
-                              latency_ms=LATENCY_MS) as stack:
-            figures.append(await bench_fan_out(stack, 10, 1.10, runs))
-            if wide:
-                figures.append(await bench_fan_out(stack, 100, 1.25, runs))
-            figures.append(await bench_hanging(stack, runs))
-            platforms = await bench_platforms(stack, runs)
-            if platforms is not None:
-                figures.append(platforms)
-            figures.append(await bench_accept(stack))
-            engine = stack.start_config(webhooks=10, platforms=False)
-            everything = stack.start_config(webhooks=10, platforms=True)
-        figures += bench_start(*engine, label="10 webhooks", targets=True)
+    async with BenchStack(folder, webhooks=100 if wide else 10, latency_ms=LATENCY_MS,
+                          postgres=postgres) as stack:
+        label = f"[{stack.backend}] "
+        figures.append(await bench_fan_out(stack, 10, 1.10, runs))
+        if wide:
+            figures.append(await bench_fan_out(stack, 100, 1.25, runs))
+        figures.append(await bench_hanging(stack, runs))
+        platforms = await bench_platforms(stack, runs)
+        if platforms is not None:
+            figures.append(platforms)
+        figures.append(await bench_accept(stack))
+        for figure in figures:
+            figure.name = label + figure.name
+        engine = stack.start_config(webhooks=10, platforms=False)
+        everything = stack.start_config(webhooks=10, platforms=True)
+    figures += bench_start(*engine, label=f"{stack.backend}, 10 webhooks",
+                           targets=postgres is None)
+    if postgres is None:
         figures += bench_start(*everything, label="all 5 platforms + 10 webhooks",
                                targets=False)
+    return figures
+
+
+async def main(runs: int, wide: bool, backends: list[str], growth: bool) -> list[Figure]:
+    figures: list[Figure] = []
+    server = PostgresServer(fsync=True).start() if "postgresql" in backends else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="broadcaster-bench-") as folder:
+            for backend in backends:
+                postgres = server if backend == "postgresql" else None
+                figures += await fan_out_set(Path(folder) / backend, runs, wide, postgres)
+                print(report(figures), file=sys.stderr, flush=True)  # so far
+                if growth:
+                    figures += await asyncio.to_thread(
+                        growth_bench.run, Path(folder) / f"growth-{backend}", postgres)
+                    print(report(figures), file=sys.stderr, flush=True)
+    finally:
+        if server is not None:
+            server.kill()
     return figures
 
 
@@ -238,10 +252,16 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--runs", type=int, default=RUNS)
     parser.add_argument("--no-wide", action="store_true", help="skip the 100-channel run")
+    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both",
+                        help="the ledger(s) to measure (PostgreSQL: a server started here, "
+                        "fsync on)")
+    parser.add_argument("--no-growth", action="store_true",
+                        help="skip the ledger-growth and backlog runs (minutes each)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    results = asyncio.run(main(args.runs, wide=not args.no_wide))
+    chosen = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    results = asyncio.run(main(args.runs, not args.no_wide, chosen, not args.no_growth))
     print(json.dumps([f.__dict__ for f in results], indent=2) if args.json else report(results))
     sys.exit(0 if all(f.ok for f in results) else 1)
 

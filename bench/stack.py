@@ -21,7 +21,8 @@ from typing import Any
 import aiohttp
 
 from broadcaster.channels.webhook import sign, signing_key
-from tests.support import free_port
+from tests.postgres import ROLE_PASSWORD, PostgresServer
+from tests.support import LEDGER_PASSWORD_ENV, free_port
 
 WEBHOOK_SECRET = "sandbox-webhook-secret"
 VARIABLES = {"area": "Oberwerth", "reason": "Gasaustritt", "until": "09:00",
@@ -57,8 +58,19 @@ def webhook_endpoint(sandbox: str, name: str) -> Endpoint:
 
 
 class BenchStack:
-    def __init__(self, directory: Path, webhooks: int, latency_ms: int) -> None:
+    """``postgres``: run on a database of this PostgreSQL server instead of SQLite."""
+
+    def __init__(self, directory: Path, webhooks: int, latency_ms: int,
+                 postgres: PostgresServer | None = None, service: str = "",
+                 channel_extra: str = "", ledger: str | None = None,
+                 platforms: bool = True) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
+        self.with_platforms = platforms
+        self.postgres = postgres
+        self.service = service
+        self.channel_extra = channel_extra
+        self.ledger = ledger  # [service] database lines of a prepared ledger
         self.webhooks = webhooks
         self.latency_ms = latency_ms
         self.sandbox_port = free_port()
@@ -70,7 +82,8 @@ class BenchStack:
         self.token = ""
         self.platform_blocks: dict[str, str] = {}
         self.platform_endpoints: dict[str, Endpoint] = {}
-        self.env = {**os.environ, "WEBHOOK_SECRET": WEBHOOK_SECRET}
+        self.env = {**os.environ, "WEBHOOK_SECRET": WEBHOOK_SECRET,
+                    LEDGER_PASSWORD_ENV: ROLE_PASSWORD}
         self.sent = 0
 
     # -- processes ------------------------------------------------------------
@@ -92,8 +105,19 @@ class BenchStack:
                 time.sleep(0.02)
         raise RuntimeError(f"{url} did not come up; see {self.directory}")
 
+    @property
+    def backend(self) -> str:
+        return "PostgreSQL" if self.postgres is not None else "SQLite"
+
+    def database_lines(self, name: str) -> str:
+        """``[service] database`` for a new ledger called ``name``."""
+        if self.postgres is None:
+            return f'database = "{self.directory / name}"'
+        uri = self.postgres.uri(self.postgres.create_database())
+        return f'database = "{uri}"\ndatabase_password = {{ env = "{LEDGER_PASSWORD_ENV}" }}'
+
     def config_text(self, listen_port: int, database: str, webhooks: int | None = None,
-                    platforms: bool = True) -> str:
+                    platforms: bool = True, ledger: str | None = None) -> str:
         count = self.webhooks if webhooks is None else webhooks
         blocks = [f"""
 [[channel]]
@@ -101,6 +125,7 @@ name = "w{i}"
 kind = "webhook"
 url = "{self.sandbox}/webhook/w{i}"
 secret = {{ env = "WEBHOOK_SECRET" }}
+{self.channel_extra}
 """ for i in range(count)]
         if platforms:
             blocks += list(self.platform_blocks.values())
@@ -108,8 +133,9 @@ secret = {{ env = "WEBHOOK_SECRET" }}
 city = "Stadt Koblenz"
 info_url = "https://www.koblenz.de/warnung"
 listen = "127.0.0.1:{listen_port}"
-database = "{self.directory / database}"
+{ledger or self.database_lines(database)}
 templates = "{REPO / 'templates'}"
+{self.service}
 """ + "".join(blocks)
 
     async def __aenter__(self) -> BenchStack:
@@ -118,11 +144,13 @@ templates = "{REPO / 'templates'}"
         self._spawn("sandbox", "--listen", f"127.0.0.1:{self.sandbox_port}",
                     "--smtp-port", str(self.smtp_port))
         self._wait(f"{self.sandbox}/_sandbox/posts")
-        self.platform_blocks, self.platform_endpoints, extra_env = platform_channels(
-            self.sandbox, self.smtp_port, self.directory)
-        self.env.update(extra_env)
+        if self.with_platforms:
+            self.platform_blocks, self.platform_endpoints, extra_env = platform_channels(
+                self.sandbox, self.smtp_port, self.directory)
+            self.env.update(extra_env)
         config = self.directory / "channels.toml"
-        config.write_text(self.config_text(self.daemon_port, "bench.db"), encoding="utf-8")
+        config.write_text(self.config_text(self.daemon_port, "bench.db", ledger=self.ledger),
+                          encoding="utf-8")
         result = await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "broadcaster", "users", "add", "bench", "--role", "officer",
@@ -157,6 +185,11 @@ templates = "{REPO / 'templates'}"
                                          headers={"content-type": "application/json"})
         with urllib.request.urlopen(request, timeout=5):
             pass
+
+    def sandbox_posts(self) -> int:
+        """How many posts the sandbox has received."""
+        with urllib.request.urlopen(self.sandbox + "/_sandbox/posts", timeout=10) as answer:
+            return len(json.loads(answer.read()))
 
     def fault(self, fault: dict[str, Any]) -> None:
         self._sandbox("POST", "/_sandbox/faults", fault)

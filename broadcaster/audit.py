@@ -1,8 +1,9 @@
 """The audit chain: each event's hash covers its content and the previous hash.
 
-Pure functions; store.py writes and reads the rows. Changing or deleting any row
-breaks the chain at that row, which ``first_broken`` finds. Retention never deletes
-audit rows, so the chain stays verifiable for the life of the database.
+Pure functions; the ledger (``broadcaster/store/auditlog.py``) writes and reads the
+rows. Changing or deleting any row breaks the chain at that row, which
+``first_broken`` finds. Retention never deletes audit rows, so the chain stays
+verifiable for the life of the database.
 """
 
 from __future__ import annotations

@@ -23,14 +23,16 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 
 from aiohttp import web
 
 from broadcaster import lengths
 from broadcaster.app import SHUTDOWN_GRACE, create_app
 from broadcaster.config import Config
-from broadcaster.errors import BroadcasterError
+from broadcaster.errors import BroadcasterError, DatabaseUnreachable
 from broadcaster.logs import Scrubber, event
+from broadcaster.store import reach
 from broadcaster.systemd import Notifier, keep_alive, watchdog_interval
 
 log = logging.getLogger("broadcaster.daemon")
@@ -40,14 +42,22 @@ class ListenFailed(BroadcasterError):
     """The address in [service] listen cannot be bound."""
 
 
-async def serve(config: Config, scrubber: Scrubber, notifier: Notifier | None = None) -> None:
-    """Serve until asked to stop; raises BroadcasterError or OSError on start-up."""
+async def serve(config: Config, scrubber: Scrubber, notifier: Notifier | None = None,
+                wait_for_database: bool = False) -> None:
+    """Serve until asked to stop; raises BroadcasterError or OSError on start-up.
+
+    ``wait_for_database``: a database server that does not answer yet (after a power
+    cut the service may start first) is waited for instead of ending the start; one
+    that answers and refuses the login still ends it at once."""
     notifier = notifier or Notifier()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         # From the start: a stop requested during start-up is graceful too.
         loop.add_signal_handler(signum, stop.set)
+    if wait_for_database and not await _database_answers(config, notifier, stop):
+        notifier.close()
+        return
     notifier.status("starting: opening the ledger, loading templates and channels")
     app = create_app(config, scrubber=scrubber)
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
@@ -91,3 +101,30 @@ async def serve(config: Config, scrubber: Scrubber, notifier: Notifier | None = 
         await runner.cleanup()
         notifier.close()
     event(log, "daemon.stopped")
+
+
+DATABASE_RETRY_MAX = 10.0  # seconds between tries while waiting for the database
+
+
+async def _database_answers(config: Config, notifier: Notifier, stop: asyncio.Event) -> bool:
+    """Wait until the ledger's server answers; False when asked to stop meanwhile."""
+    delay, said = 0.5, 0.0
+    while True:
+        try:
+            await asyncio.to_thread(reach, config.service.database)
+            if said:
+                event(log, "daemon.database_answers")
+            return True
+        except DatabaseUnreachable as exc:
+            if not exc.may_come_back:
+                raise
+            message = str(exc)  # names hosts and the reason, never the password
+            notifier.status(f"waiting for the database: {message}")
+            if time.monotonic() - said > 60:  # once a minute, not at every try
+                event(log, "daemon.waiting_for_database", logging.WARNING, error=message)
+                said = time.monotonic()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await stop.wait()
+                return False
+        delay = min(delay * 2, DATABASE_RETRY_MAX)

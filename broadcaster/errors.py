@@ -97,7 +97,15 @@ class StoreUnavailable(StoreError):
 
 
 class DatabaseUnreachable(StoreUnavailable):
-    """The configured database server cannot be reached or refuses the login."""
+    """The configured database server cannot be reached or refuses the login.
+
+    ``may_come_back``: the server did not answer (down, starting, network), so waiting
+    may help; False when it answered and refused (password, role, database name).
+    """
+
+    def __init__(self, message: str, *, may_come_back: bool) -> None:
+        super().__init__(message)
+        self.may_come_back = may_come_back
 
 
 class AlreadyRunning(StoreError):

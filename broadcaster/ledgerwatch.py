@@ -27,6 +27,7 @@ log = logging.getLogger("broadcaster.ledger")
 
 PROBE_UP = 5.0
 PROBE_DOWN = 1.0
+PROBE_TIMEOUT = 8.0  # a probe write that takes longer counts as no answer
 
 
 class LedgerWatch:
@@ -71,8 +72,17 @@ class LedgerWatch:
                 async with asyncio.timeout(PROBE_UP if self.database.up else PROBE_DOWN):
                     await self._changed.wait()
                     continue  # the interval follows the new state
-            with contextlib.suppress(StoreError):
-                await self.database.run(self.database.store.check_writable, self.clock())
+            try:
+                features = self.database.store.features
+                async with asyncio.timeout(PROBE_TIMEOUT if features.commits_may_hang else None):
+                    await self.database.run(self.database.store.check_writable, self.clock())
+            except StoreError:
+                pass  # the call itself marked the ledger down
+            except TimeoutError:
+                # A write that hangs (a synchronous standby gone, a cut network) is as
+                # bad as one that fails: alerts would hang too.
+                event(log, "ledger.probe_timeout", logging.ERROR, seconds=PROBE_TIMEOUT)
+                self.database.mark_down()
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -257,7 +257,11 @@ class Timekeeper:
     async def _housekeeping(self) -> None:
         now = self.clock()
         cutoff = now - timedelta(days=self.config.service.retention_days)
-        pruned = await self.db.run(self.db.store.apply_retention, cutoff, now)
+        pruned = 0
+        # Batch by batch, each its own transaction: accepts and claims queue up
+        # between them, so a pass over a large ledger never holds up an alert.
+        while batch := await self.db.run(self.db.store.apply_retention, cutoff, now):
+            pruned += batch
         if pruned:
             event(log, "housekeeping.retention", alerts=pruned, before=cutoff.isoformat())
 

@@ -6,9 +6,13 @@ share the run's server and take a fresh database each.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,7 @@ from broadcaster.store.postgres import Connection, PostgresLedger, server_versio
 from tests.conftest import ledger_for
 from tests.console.client import Client
 from tests.console.conftest import PASSWORD
-from tests.postgres import ROLE_PASSWORD, PostgresServer
+from tests.postgres import ROLE, ROLE_PASSWORD, PostgresServer
 from tests.support import (
     Daemon,
     SandboxThread,
@@ -48,9 +52,11 @@ def own_postgres() -> Iterator[PostgresServer]:
     server.kill()
 
 
-def _evacuation(daemon: Daemon, token: str, **extra: Any) -> tuple[int, Any]:
+def _evacuation(daemon: Daemon, token: str, timeout: float = 10.0,
+                **extra: Any) -> tuple[int, Any]:
     return daemon.api("POST", "/api/v1/alerts", {
-        "template": "evakuierung", "variables": VARIABLES, "mode": "live", **extra}, token)
+        "template": "evakuierung", "variables": VARIABLES, "mode": "live", **extra}, token,
+        timeout=timeout)
 
 
 def _metric(daemon: Daemon, name: str) -> float:
@@ -107,12 +113,41 @@ def test_an_unreachable_server_at_start_is_a_clear_error(tmp_path: Path) -> None
     assert time.monotonic() - started < 20
 
 
+def test_with_wait_for_database_the_daemon_waits_for_a_server_that_comes_up_later(
+        tmp_path: Path, daemons: list[Daemon]) -> None:
+    server = PostgresServer()  # its port is known before it runs
+    try:
+        port = free_port()
+        config = write_config(tmp_path, "", port=port, database=server.uri("postgres"))
+        daemon = Daemon(config, port)
+        daemon.process = subprocess.Popen(
+            [sys.executable, "-m", "broadcaster", "serve", "--wait-for-database", "--config",
+             str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "LEDGER_PASSWORD": ROLE_PASSWORD})
+        daemons.append(daemon)
+        wait_for(lambda: daemon.process is not None and _reads_line(
+            daemon.process, "daemon.waiting_for_database"), timeout=20,
+            message="the daemon to say it waits")
+        assert daemon.process.poll() is None  # waiting, not ended
+        server.start()
+        server.sql(f"ALTER DATABASE postgres OWNER TO {ROLE}")
+        daemon.wait_ready(timeout=30)
+    finally:
+        server.kill()
+
+
+def _reads_line(process: subprocess.Popen[str], words: str) -> bool:
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    return words in line
+
+
 def test_a_wrong_password_is_refused_at_start_and_never_shown(
         tmp_path: Path, postgres_server: PostgresServer) -> None:
     uri = postgres_server.uri(postgres_server.create_database())
     config = write_config(tmp_path, "", database=uri)
-    result = run_cli("serve", "--config", str(config),
-                     env={"LEDGER_PASSWORD": "wrong-password-4711"})
+    result = run_cli("serve", "--wait-for-database", "--config", str(config),
+                     env={"LEDGER_PASSWORD": "wrong-password-4711"})  # waiting cannot help
     assert result.returncode == 2
     assert "password authentication failed" in result.stderr
     assert "database_password" in result.stderr
@@ -150,8 +185,9 @@ def test_two_nodes_starting_together_migrate_once(postgres_server: PostgresServe
 
 # -- the daemon on PostgreSQL -----------------------------------------------------
 
-def _start(tmp_path: Path, sandbox: SandboxThread, daemons: list[Daemon], uri: str,
+def _start(tmp_path: Path, sandbox: SandboxThread, daemons: list[Daemon], uri: str | None,
            channels: str | None = None) -> tuple[Daemon, str]:
+    """A daemon on the PostgreSQL database ``uri`` (None: on SQLite) and an officer."""
     port = free_port()
     config = write_config(tmp_path, channels or webhook_channel("leitstelle", sandbox.url),
                           port=port, database=uri)
@@ -288,3 +324,132 @@ def test_outcomes_of_attempts_that_end_while_the_server_is_down_are_written_when
     own_postgres.ctl("start")
     _each_delivered_once(daemon, token, alert, live_sandbox)
     assert daemon.output().count("msg=delivery.recorded_late ") == 50
+
+
+# -- moving a city, backups ------------------------------------------------------------
+
+def test_a_sqlite_ledger_moves_to_postgresql_whole_and_verifiable(
+        tmp_path: Path, live_sandbox: SandboxThread, daemons: list[Daemon],
+        postgres_server: PostgresServer) -> None:
+    daemon, token = _start(tmp_path, live_sandbox, daemons, None)  # SQLite first
+    alerts = [_evacuation(daemon, token)[1]["id"] for _ in range(3)]
+    tomorrow = (utcnow() + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    scheduled = _evacuation(daemon, token, send_at=tomorrow)[1]["id"]
+    wait_for(lambda: daemon.api("GET", f"/api/v1/alerts/{alerts[-1]}", token=token)[1]
+             ["state"] == "delivered", message="the alerts to be delivered")
+    before = {a["id"]: a for a in daemon.api("GET", "/api/v1/alerts", token=token)[1]["alerts"]}
+    audit_before = run_cli("audit", "verify", "--config", str(daemon.config)).stdout
+    uri = postgres_server.uri(postgres_server.create_database())
+
+    refused = run_cli("db", "migrate", "--to", uri, "--config", str(daemon.config))
+    assert refused.returncode == 1 and "stop it first" in refused.stderr  # daemon running
+    daemon.stop()
+    password = tmp_path / "db_password"
+    password.write_text(ROLE_PASSWORD + "\n", encoding="utf-8")
+    moved = run_cli("db", "migrate", "--to", uri, "--password-file", str(password),
+                    "--config", str(daemon.config), env={"LEDGER_PASSWORD": ""})
+    assert moved.returncode == 0, moved.stderr
+    assert "4 alerts" in moved.stdout and "audit chain verified" in moved.stdout
+
+    again = run_cli("db", "migrate", "--to", uri, "--password-file", str(password),
+                    "--config", str(daemon.config))
+    assert again.returncode == 1 and "already holds a ledger" in again.stderr
+
+    moved_config = daemon.config.parent / "postgres.toml"
+    moved_config.write_text(daemon.config.read_text(encoding="utf-8").replace(
+        f'database = "{tmp_path / "broadcaster.db"}"',
+        f'database = "{uri}"\ndatabase_password = {{ file = "{password}" }}'), encoding="utf-8")
+    assert run_cli("audit", "verify", "--config", str(moved_config)).stdout == audit_before
+    on_postgres = Daemon(moved_config, daemon.port)
+    daemons.append(on_postgres.start())
+    after = {a["id"]: a for a in
+             on_postgres.api("GET", "/api/v1/alerts", token=token)[1]["alerts"]}
+    assert after == before  # the same alerts, deliveries, receipts, times and token
+    assert after[scheduled]["state"] == "scheduled"
+
+
+def test_a_bad_migration_target_is_refused(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "")
+    for target, words in (("/var/lib/other.db", "must be a postgresql:// URI"),
+                          ("postgresql://u:pw@db/x", "contains a password")):
+        result = run_cli("db", "migrate", "--to", target, "--config", str(config))
+        assert result.returncode == 2 and words in result.stderr
+        assert "pw@" not in result.stderr
+
+
+def test_a_backup_of_the_postgresql_ledger_is_a_checked_pg_dump(
+        tmp_path: Path, live_sandbox: SandboxThread, daemons: list[Daemon],
+        postgres_server: PostgresServer) -> None:
+    name = postgres_server.create_database()
+    daemon, token = _start(tmp_path, live_sandbox, daemons, postgres_server.uri(name))
+    assert _evacuation(daemon, token)[0] == 201
+    result = run_cli("backup", str(tmp_path / "backups") + "/", "--config",
+                     str(daemon.config))
+    assert result.returncode == 0, result.stderr
+    dumps = list((tmp_path / "backups").glob("broadcaster-*"))
+    assert len(dumps) == 1 and dumps[0].stat().st_mode & 0o777 == 0o600
+    assert "1 alert(s)" in result.stdout and "audit chain intact" in result.stdout
+    assert ROLE_PASSWORD not in result.stdout + result.stderr
+    # The restore: pg_restore into an empty database gives the same ledger.
+    restored = postgres_server.create_database()
+    postgres_server.restore(dumps[0], restored)
+    copy = ledger_for(postgres_server.uri(restored))
+    try:
+        assert [a.id for a in copy.list_alerts()] == [
+            a["id"] for a in daemon.api("GET", "/api/v1/alerts", token=token)[1]["alerts"]]
+        assert copy.verify_audit() is None
+    finally:
+        copy.close()
+
+
+def test_the_cli_sends_once_across_a_database_outage(
+        tmp_path: Path, live_sandbox: SandboxThread, daemons: list[Daemon],
+        own_postgres: PostgresServer) -> None:
+    uri = own_postgres.uri(own_postgres.create_database())
+    daemon, token = _start(tmp_path, live_sandbox, daemons, uri)
+    own_postgres.ctl("stop")
+    sending = subprocess.Popen(
+        [sys.executable, "-m", "broadcaster", "send", "evakuierung", "--yes", "--no-wait",
+         *[f"--set={k}={v}" for k, v in VARIABLES.items()]],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "BROADCASTER_URL": daemon.url, "BROADCASTER_TOKEN": token})
+    assert sending.stderr is not None
+    first = sending.stderr.readline()
+    assert "trying again" in first, first
+    own_postgres.ctl("start")
+    out, err = sending.communicate(timeout=60)
+    assert sending.returncode == 0, err
+    assert "accepted:" in out
+    ledger = ledger_for(uri)
+    try:
+        alerts = ledger.list_alerts()
+        assert len(alerts) == 1
+        assert (alerts[0].idempotency_key or "").startswith("cli-")
+    finally:
+        ledger.close()
+
+
+def test_commits_held_by_a_missing_synchronous_standby_answer_503_not_a_hang(
+        tmp_path: Path, live_sandbox: SandboxThread, daemons: list[Daemon],
+        own_postgres: PostgresServer) -> None:
+    uri = own_postgres.uri(own_postgres.create_database())
+    daemon, token = _start(tmp_path, live_sandbox, daemons, uri)
+    # A standby named here never connects: the primary holds every commit.
+    own_postgres.sql("ALTER SYSTEM SET synchronous_standby_names = 'gone'")
+    own_postgres.sql("SELECT pg_reload_conf()")
+    started = time.monotonic()
+    status, answer = _evacuation(daemon, token, timeout=30)
+    assert status == 503 and "did not confirm the alert" in answer["error"]["message"]
+    assert time.monotonic() - started < 15
+    wait_for(lambda: _metric(daemon, "broadcaster_database_up") == 0, timeout=15,
+             message="database_up to fall")
+    assert http("GET", daemon.url + "/readyz", timeout=15)[0] == 503
+
+    own_postgres.sql("ALTER SYSTEM RESET synchronous_standby_names")
+    own_postgres.sql("SELECT pg_reload_conf()")
+    wait_for(lambda: _metric(daemon, "broadcaster_database_up") == 1, timeout=15,
+             message="database_up to rise")
+    # The held commit went through once the standby was no longer waited for: the
+    # 503 said it might, and it is there once, not twice.
+    listed = daemon.api("GET", "/api/v1/alerts", token=token)[1]["alerts"]
+    assert len(listed) == 1

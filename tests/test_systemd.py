@@ -203,8 +203,8 @@ def test_the_unit_is_a_watched_notify_service_with_credentials() -> None:
     assert float(unit["WatchdogSec"][0]) >= 10
     # The stop is bounded by the request drain plus the dispatcher's grace.
     assert float(unit["TimeoutStopSec"][0]) >= 2 * SHUTDOWN_GRACE + 10
-    assert unit["ExecStart"] == [f"{INSTALLED_EXECUTABLE} serve --config "
-                                 "/etc/broadcaster/channels.toml"]
+    assert unit["ExecStart"] == [f"{INSTALLED_EXECUTABLE} serve --wait-for-database "
+                                 "--config /etc/broadcaster/channels.toml"]
     credentials = [value.split(":", 1) for value in unit["LoadCredential"]]
     assert credentials and all(path == f"/etc/broadcaster/credentials/{name}"
                                for name, path in credentials)

@@ -1,5 +1,5 @@
 """Upgrades: ledgers written by earlier releases — made by those releases' own code,
-see tests/data/README.md — open with today's Store, migrate forward to the current
+see tests/data/README.md — open with today's SqliteLedger, migrate forward to the current
 schema, keep every alert, delivery and user, keep an audit chain that verifies, and
 are served by the daemon, which also delivers what they had left queued."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 from typing import Any
@@ -22,11 +23,13 @@ from broadcaster.appkeys import (
     TIMEKEEPER,
     current_user,
 )
-from broadcaster.errors import ValidationError
+from broadcaster.errors import StoreUnavailable, ValidationError
 from broadcaster.logs import event
 from broadcaster.models import Alert, AlertKind, AlertState, Delivery, iso_utc, utcnow
 from broadcaster.store import AuditEntry
 from broadcaster.timing import parse_send_at
+
+ACCEPT_TIMEOUT = 10.0  # seconds the ledger may take to commit an alert
 
 log = logging.getLogger("broadcaster.api")
 
@@ -154,7 +157,19 @@ async def accept(request: web.Request, alert_request: AlertRequest, reference: A
                  "channels": [d.channel for d in new.deliveries]},
     )
     database = app[DATABASE]
-    alert_id, created = await database.run(database.store.accept_alert, new, entry)
+    patience = ACCEPT_TIMEOUT if database.store.features.commits_may_hang else None
+    try:
+        async with asyncio.timeout(patience):
+            alert_id, created = await database.run(database.store.accept_alert, new, entry)
+    except TimeoutError:
+        # A commit that hangs (PostgreSQL waiting for a synchronous standby that is gone)
+        # may still complete later: say so, and how to send again without a double.
+        database.mark_down()
+        raise StoreUnavailable(
+            f"the ledger did not confirm the alert within {ACCEPT_TIMEOUT:g} s; it may "
+            "still be accepted once the database answers. Send again with the same "
+            "Idempotency-Key (the console and the CLI do), or look at the alert list first"
+        ) from None
     if created:
         app[METRICS].alerts.labels(new.mode.value, new.kind.value).inc()
         app[DISPATCHER].notify(d.channel for d in new.deliveries)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from broadcaster import __version__
@@ -9,6 +11,8 @@ from broadcaster.api.common import json_response
 from broadcaster.appkeys import CHANNELS, CLOCK, CONFIG, DATABASE, METRICS
 from broadcaster.errors import StoreUnavailable
 from broadcaster.metrics import CONTENT_TYPE
+
+READY_TIMEOUT = 8.0
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -24,9 +28,15 @@ async def readyz(request: web.Request) -> web.Response:
         reasons.append("the ledger is not open")
     else:
         try:
-            await database.run(database.store.check_writable, app[CLOCK]())
+            # Only a backend whose commit may hang needs a limit (SQLite gives up by
+            # itself, and then says why: a held lock, a full disk).
+            patience = READY_TIMEOUT if database.store.features.commits_may_hang else None
+            async with asyncio.timeout(patience):
+                await database.run(database.store.check_writable, app[CLOCK]())
         except StoreUnavailable as exc:
             reasons.append(str(exc))
+        except TimeoutError:
+            reasons.append(f"the ledger did not confirm a write within {READY_TIMEOUT:g} s")
     if CHANNELS not in app:
         reasons.append("channels are not started")
     if reasons:
@@ -38,7 +48,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     database = request.app[DATABASE]
     try:
-        counts = await database.read(database.store.delivery_counts)
+        counts = await request.app[METRICS].state_counts.current(database)
     except StoreUnavailable:
         counts = {}
     body = request.app[METRICS].exposition(counts)

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from broadcaster.cli.client import ApiClient
+from broadcaster.cli.client import ApiClient, patiently, send_once
 from broadcaster.cli.common import (
     EXIT_FAILURE,
     EXIT_INVALID,
@@ -105,7 +105,8 @@ def send_followup(args: argparse.Namespace) -> int:
 def _preview_confirm_send(args: argparse.Namespace, preview_body: dict[str, Any], path: str,
                           body: dict[str, Any]) -> int:
     client = ApiClient()
-    preview = client.call("POST", "/api/v1/alerts/preview", preview_body)
+    preview = patiently(lambda: client.call("POST", "/api/v1/alerts/preview", preview_body),
+                        "(a preview changes nothing)")
     out = sys.stderr if args.json else sys.stdout
     _print_preview(preview, out)
     if preview["problems"]:
@@ -113,7 +114,7 @@ def _preview_confirm_send(args: argparse.Namespace, preview_body: dict[str, Any]
         raise CommandFailed("cannot send:\n" + "\n".join(lines), EXIT_INVALID)
     if not args.yes:
         _confirm(preview["mode"], len(preview["channels"]))
-    alert = client.call("POST", path, body)
+    alert = send_once(client, path, body)
     print(f"accepted: {alert['id']}", file=out)
     if alert["state"] == "awaiting_approval":
         print("waiting for a second officer to confirm: broadcaster approve "

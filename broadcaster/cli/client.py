@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import sys
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from broadcaster.cli.common import EXIT_FAILURE, EXIT_INVALID, CommandFailed
@@ -13,6 +17,13 @@ from broadcaster.cli.common import EXIT_FAILURE, EXIT_INVALID, CommandFailed
 DEFAULT_URL = "http://127.0.0.1:8080"
 # Answers that mean "your input is wrong" (exit 2) rather than "it failed" (exit 1).
 _INVALID_STATUSES = {400, 404, 409, 413, 422}
+SEND_TRIES = 4
+RETRY_PAUSE = 2.0  # seconds, growing with each try: 2, 4, 6
+
+
+class Unanswered(CommandFailed):
+    """No answer, or the daemon could not persist (503): the same request with the
+    same Idempotency-Key may be tried again safely."""
 
 
 class ApiClient:
@@ -45,10 +56,37 @@ class ApiClient:
             raise _failure(exc) from None
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise CommandFailed(
+            raise Unanswered(
                 f"cannot reach the daemon at {self.url} ({reason}); is `broadcaster serve` "
                 "running? Set BROADCASTER_URL if it listens elsewhere", EXIT_FAILURE,
             ) from None
+
+
+def send_once(client: ApiClient, path: str, body: dict[str, Any]) -> Any:
+    """POST an alert under one Idempotency-Key, trying again while the daemon does not
+    answer or cannot persist: a repeat that reaches it after the first went through
+    returns that first alert, never a second one."""
+    key = f"cli-{secrets.token_urlsafe(16)}"
+    return patiently(lambda: client.call("POST", path, body,
+                                         headers={"Idempotency-Key": key}),
+                     "with the same Idempotency-Key; nothing is sent twice")
+
+
+def patiently(call: Callable[[], Any], how: str) -> Any:
+    """``call``, tried again a few times while the daemon does not answer or cannot
+    persist (a database failover takes seconds); only for calls safe to repeat."""
+    for attempt in range(1, SEND_TRIES + 1):
+        try:
+            return call()
+        except Unanswered as exc:
+            if attempt == SEND_TRIES:
+                raise CommandFailed(f"{exc}\n  (tried {SEND_TRIES} times; look at "
+                                    "`broadcaster status` or the console before sending "
+                                    "again)", exc.code) from None
+            print(f"no answer ({str(exc).splitlines()[0]}); trying again {how} …",
+                  file=sys.stderr, flush=True)
+            time.sleep(RETRY_PAUSE * attempt)
+    raise AssertionError("unreachable")
 
 
 def _failure(exc: urllib.error.HTTPError) -> CommandFailed:
@@ -66,5 +104,7 @@ def _failure(exc: urllib.error.HTTPError) -> CommandFailed:
                                         details.items()]
     if exc.code == 401:
         lines.append("  (set BROADCASTER_TOKEN to a token from `broadcaster users add`)")
+    if exc.code == 503:
+        return Unanswered("\n".join(lines), EXIT_FAILURE)
     code = EXIT_INVALID if exc.code in _INVALID_STATUSES else EXIT_FAILURE
     return CommandFailed("\n".join(lines), code)

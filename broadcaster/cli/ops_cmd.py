@@ -19,18 +19,21 @@ from broadcaster.models import utcnow
 from broadcaster.store import backup, daemon_lock
 
 PREFIX = "broadcaster-"
-SUFFIX = ".db"
+SUFFIX = ".db"  # a SQLite file
+DUMP_SUFFIX = ".dump"  # pg_dump's custom format (pg_restore reads it)
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     backup = commands.add_parser(
         "backup", help="copy the database consistently while the daemon runs",
-        description="Copy the ledger with SQLite's online backup API. The daemon keeps "
-        "running and delivering; the copy is checked (integrity, audit chain) before it "
-        "is kept. Restore: stop the service, put the copy in place of the database "
-        "(removing its -wal and -shm files), start the service.",
+        description="SQLite: copy the ledger with SQLite's online backup API; the copy is "
+        "checked (integrity, audit chain) before it is kept. Restore: stop the service, put "
+        "the copy in place of the database (removing its -wal and -shm files), start the "
+        "service. PostgreSQL: pg_dump in its custom format, checked with pg_restore --list; "
+        "restore with pg_restore (see docs/operations.md). The daemon keeps running and "
+        "delivering either way.",
     )
-    backup.add_argument("path", type=Path, metavar="PATH",
+    backup.add_argument("path", metavar="PATH",
                         help="a file to write, or a directory for a time-stamped copy")
     backup.add_argument("--keep", type=int, metavar="N",
                         help="with a directory: keep only the newest N copies in it")
@@ -58,31 +61,32 @@ def run_backup(args: argparse.Namespace) -> int:
     if keep is not None and keep < 1:
         raise CommandFailed("--keep must be at least 1", EXIT_INVALID)
     database = load(args, secrets=False).service.database
-    target: Path = args.path
-    directory = target.is_dir() or str(target).endswith("/")
+    suffix = SUFFIX if isinstance(database, Path) else DUMP_SUFFIX
+    target = Path(args.path)
+    directory = target.is_dir() or args.path.endswith("/")  # Path drops a trailing slash
     if directory:
         target.mkdir(parents=True, exist_ok=True)
-        target = target / backup_name(utcnow())
+        target = target / backup_name(utcnow(), suffix)
     elif keep is not None:
         raise CommandFailed("--keep needs a directory as PATH", EXIT_INVALID)
     report = backup(database, target)
     print(f"backup written: {report.path} ({report.size / 1_048_576:.1f} MiB, schema "
           f"{report.schema_version}, {report.alerts} alert(s), {report.deliveries} "
-          f"delivery(ies), {report.users} user(s); integrity ok, audit chain intact with "
+          f"delivery(ies), {report.users} user(s); {report.checked}, audit chain intact with "
           f"{report.audit_events} event(s))")
     if directory and keep is not None:
-        for old in prune(target.parent, keep):
+        for old in prune(target.parent, keep, suffix):
             print(f"removed old backup {old}")
     return EXIT_OK
 
 
-def backup_name(moment: datetime) -> str:
-    return f"{PREFIX}{moment.strftime('%Y%m%dT%H%M%SZ')}{SUFFIX}"
+def backup_name(moment: datetime, suffix: str = SUFFIX) -> str:
+    return f"{PREFIX}{moment.strftime('%Y%m%dT%H%M%SZ')}{suffix}"
 
 
-def prune(directory: Path, keep: int) -> list[Path]:
+def prune(directory: Path, keep: int, suffix: str = SUFFIX) -> list[Path]:
     """Delete all but the newest ``keep`` time-stamped copies; returns what went."""
-    copies = sorted(p for p in directory.glob(f"{PREFIX}*{SUFFIX}") if p.is_file())
+    copies = sorted(p for p in directory.glob(f"{PREFIX}*{suffix}") if p.is_file())
     doomed = copies[:-keep] if len(copies) > keep else []
     for path in doomed:
         path.unlink()

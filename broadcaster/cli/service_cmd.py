@@ -13,6 +13,10 @@ from broadcaster.sandbox.options import SandboxOptions
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser("serve", help="run the daemon")
+    serve.add_argument(
+        "--wait-for-database", action="store_true",
+        help="wait for a PostgreSQL server that does not answer yet instead of ending the "
+        "start (the systemd unit uses it; a refused login still ends it at once)")
     add_config_option(serve)
     serve.set_defaults(handler=serve_daemon)
 
@@ -38,7 +42,7 @@ def serve_daemon(args: argparse.Namespace) -> int:
 
     config = load(args)
     scrubber = logs.setup(config.service.log_format, config.secret_values())
-    asyncio.run(serve(config, scrubber))
+    asyncio.run(serve(config, scrubber, wait_for_database=args.wait_for_database))
     return EXIT_OK
 
 

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "IDEMPOTENCY_WINDOW", "SCHEDULED", "AuditEntry", "BackupReport", "Claim", "ConsoleSession",
     "Database", "DueDelivery", "Ledger", "NewAlert", "NewDelivery", "Outcome", "Recovered",
-    "User", "backup", "daemon_lock", "open_database", "open_ledger",
+    "User", "backup", "daemon_lock", "open_database", "open_ledger", "reach",
 ]
 
 
@@ -80,6 +80,13 @@ def open_database(database: Path | PostgresDatabase) -> Database:
     """The ledger behind threads for the daemon (see runner.py)."""
     ledger = open_ledger(database)
     return Database(ledger)
+
+
+def reach(database: Path | PostgresDatabase) -> None:
+    """Prove the ledger's server answers and accepts the login (one connection, closed
+    again); DatabaseUnreachable if not. A SQLite file needs no server."""
+    if isinstance(database, PostgresDatabase):
+        postgres_connection(database).connect().close()
 
 
 def daemon_lock(database: Path | PostgresDatabase) -> Lock:

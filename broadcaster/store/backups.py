@@ -160,4 +160,4 @@ def backup_postgres(ledger: PostgresLedger, target: Path) -> BackupReport:
     return BackupReport(path=target, size=target.stat().st_size,
                         schema_version=ledger.schema_version, alerts=counts["alerts"],
                         deliveries=counts["deliveries"], users=counts["users"],
-                        audit_events=counts["audit_events"])
+                        audit_events=counts["audit_events"], checked="pg_restore reads it")

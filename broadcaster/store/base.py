@@ -51,6 +51,9 @@ class Features:
     name: str  # "sqlite" or "postgresql", for messages and metrics only
     several_nodes: bool  # several daemons may share the ledger
     notifies: bool  # commits wake listeners in other processes (LISTEN/NOTIFY)
+    # A commit may wait without end (PostgreSQL holding it for a synchronous standby
+    # that is gone), where SQLite gives up after its lock timeout.
+    commits_may_hang: bool
     writers: int  # transactions that may run at once in one process
     concurrent_readers: int  # reads that may run beside the writers
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import psycopg
 
@@ -23,9 +22,6 @@ log = logging.getLogger("broadcaster.store.listener")
 
 Wake = Callable[[Sequence[str] | None], None]
 IDLE_CHECK = 30.0  # seconds without a notification before the connection is probed
-# The listening connection notices a silently dead peer within about half a minute.
-_KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
-               "keepalives_count": 3}
 
 
 async def listen_for_work(connection: Connection, wake: Wake) -> None:
@@ -34,8 +30,7 @@ async def listen_for_work(connection: Connection, wake: Wake) -> None:
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(
-                    connection.uri, autocommit=True, **connection.kwargs(), **_KEEPALIVES
-            ) as listening:
+                    connection.uri, autocommit=True, **connection.kwargs()) as listening:
                 await listening.execute(f"LISTEN {WORK_CHANNEL}")
                 event(log, "ledger.listening", channel=WORK_CHANNEL)
                 wake(None)  # whatever was announced while nobody listened

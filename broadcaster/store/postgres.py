@@ -50,8 +50,8 @@ from broadcaster.store.schema_postgres import MIGRATIONS, SCHEMA_VERSION
 # daemon says it once (ledger.unavailable) and again when it is back.
 logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
-FEATURES = Features(name="postgresql", several_nodes=True, notifies=True, writers=4,
-                    concurrent_readers=4)
+FEATURES = Features(name="postgresql", several_nodes=True, notifies=True,
+                    commits_may_hang=True, writers=4, concurrent_readers=4)
 MIN_SERVER_VERSION = 130000  # PostgreSQL 13
 POOL_TIMEOUT = 3.0  # seconds a call waits for a working connection before 503
 CONNECT_TIMEOUT = 5  # libpq connect_timeout, unless the URI sets one
@@ -63,6 +63,12 @@ _MIGRATION_LOCK = 7_251_002
 _DAEMON_LOCK = 7_251_003
 
 
+# The server answered and said no: waiting for it will not help (a server that is
+# starting up, shutting down or full says other words, and may take us later).
+_REFUSALS = ("password authentication failed", "does not exist", "no pg_hba.conf entry",
+             "permission denied", "role", "authentication failed")
+
+
 @dataclass(frozen=True)
 class Connection:
     """Where the ledger is: a libpq URI without a password, and the password if
@@ -72,7 +78,11 @@ class Connection:
     password: str | None = None
 
     def kwargs(self) -> dict[str, Any]:
-        extra: dict[str, Any] = {"application_name": "broadcaster"}
+        # Keepalives: a connection to a server that vanished without a word (a cut
+        # network, a frozen host) fails within about half a minute instead of hanging.
+        extra: dict[str, Any] = {"application_name": "broadcaster", "keepalives": 1,
+                                 "keepalives_idle": 10, "keepalives_interval": 5,
+                                 "keepalives_count": 3}
         if "connect_timeout" not in conninfo_to_dict(self.uri):
             extra["connect_timeout"] = CONNECT_TIMEOUT
         if self.password is not None:
@@ -81,11 +91,28 @@ class Connection:
 
     @property
     def hosts(self) -> str:
-        """The server(s) for messages: hosts and database, never a password."""
+        """The server(s) for messages: hosts, ports and database, never a password."""
         params = conninfo_to_dict(self.uri)
-        host = str(params.get("host") or "the local socket")
-        port = f":{params['port']}" if params.get("port") else ""
-        return f"{host}{port}/{params.get('dbname') or params.get('user') or ''}"
+        hosts = str(params.get("host") or "the local socket").split(",")
+        ports = str(params.get("port") or "").split(",")
+        if len(ports) == 1:
+            ports = ports * len(hosts)
+        servers = ",".join(f"{host}:{port}" if port else host
+                           for host, port in zip(hosts, ports, strict=False))
+        return f"{servers}/{params.get('dbname') or params.get('user') or ''}"
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """One direct connection (autocommit), or DatabaseUnreachable saying why."""
+        try:
+            return psycopg.connect(self.uri, autocommit=True, **self.kwargs())
+        except psycopg.OperationalError as exc:
+            # libpq gives no SQLSTATE for a failed connection, only the server's words.
+            refused = any(words in str(exc) for words in _REFUSALS)
+            raise DatabaseUnreachable(
+                f"cannot connect to the PostgreSQL ledger at {self.hosts}: {describe(exc)}; "
+                "check [service] database and database_password, and that the server "
+                "runs and accepts this host", may_come_back=not refused,
+            ) from None
 
 
 @functools.lru_cache(maxsize=512)
@@ -191,15 +218,7 @@ class PostgresLedger(Ledger):
     def _first_contact(self) -> Iterator[psycopg.Connection[Any]]:
         """One direct connection, so a wrong host or password fails at once and
         clearly instead of after the pool's retries."""
-        try:
-            first = psycopg.connect(self.connection.uri, autocommit=True,
-                                    **self.connection.kwargs())
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnreachable(
-                f"cannot connect to the PostgreSQL ledger at {self.connection.hosts}: "
-                f"{describe(exc)}; check [service] database and database_password, and "
-                "that the server runs and accepts this host"
-            ) from None
+        first = self.connection.connect()
         try:
             _configure(first)
             yield first
@@ -335,15 +354,7 @@ class PostgresDaemonLock:
         self._holder: psycopg.Connection[Any] | None = None
 
     def acquire(self) -> None:
-        try:
-            holder = psycopg.connect(self.connection.uri, autocommit=True,
-                                     **self.connection.kwargs())
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnreachable(
-                f"cannot connect to the PostgreSQL ledger at {self.connection.hosts}: "
-                f"{describe(exc)}; check [service] database and database_password, and "
-                "that the server runs and accepts this host"
-            ) from None
+        holder = self.connection.connect()
         row = holder.execute("SELECT pg_try_advisory_lock(%s)", (_DAEMON_LOCK,)).fetchone()
         if row is None or not row[0]:
             holder.close()

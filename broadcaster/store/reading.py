@@ -73,9 +73,16 @@ class Reading(Plumbing):
             for r in rows
         ]
 
-    def delivery_counts(self) -> dict[tuple[str, str], int]:
-        """(channel, state) → number of deliveries, for the gauges."""
-        rows = self._read("SELECT channel, state, COUNT(*) FROM deliveries GROUP BY 1, 2")
+    def delivery_counts(self, active_only: bool = False) -> dict[tuple[str, str], int]:
+        """(channel, state) → number of deliveries, for the gauges. ``active_only``:
+        the states that need attention (queued, sending, unknown), from their own
+        index, cheap however long the ledger's history; otherwise every state, which
+        counts the whole table."""
+        if active_only:
+            rows = self._read("SELECT channel, state, COUNT(*) FROM deliveries "
+                              "WHERE state IN ('queued', 'sending', 'unknown') GROUP BY 1, 2")
+        else:
+            rows = self._read("SELECT channel, state, COUNT(*) FROM deliveries GROUP BY 1, 2")
         return {(r[0], r[1]): r[2] for r in rows}
 
     def table_counts(self) -> dict[str, int]:

@@ -154,7 +154,7 @@ class Recovered:
 
 @dataclass(frozen=True)
 class BackupReport:
-    """What ``Store.backup`` wrote (see the backup section)."""
+    """What a backup wrote (``backups.py``) and how the copy was checked."""
 
     path: Path
     size: int
@@ -163,6 +163,7 @@ class BackupReport:
     deliveries: int
     users: int
     audit_events: int
+    checked: str = "integrity ok"
 
 
 @dataclass(frozen=True)

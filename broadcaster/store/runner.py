@@ -63,6 +63,11 @@ class Database:
             self._set(True)
         return result
 
+    def mark_down(self) -> None:
+        """A call did not come back in time (e.g. a commit waiting for a synchronous
+        standby that is gone): the ledger counts as not answering until one does."""
+        self._set(False)
+
     def _set(self, up: bool) -> None:
         if up != self.up:
             self.up = up

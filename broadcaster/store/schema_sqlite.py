@@ -125,6 +125,8 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX deliveries_queue ON deliveries (channel, queued_at, id) WHERE state = 'queued';
     CREATE INDEX deliveries_sending ON deliveries (channel) WHERE state = 'sending';
+    CREATE INDEX deliveries_active ON deliveries (channel, state)
+        WHERE state IN ('queued', 'sending', 'unknown');
     CREATE INDEX alerts_unpruned ON alerts (created_at) WHERE pruned_at IS NULL;
     CREATE INDEX alerts_series ON alerts (id) WHERE repeat IS NOT NULL;
     CREATE INDEX alerts_expiring ON alerts (expires_at)

@@ -24,8 +24,8 @@ from broadcaster.store.base import Features, Tx
 from broadcaster.store.ledger import Ledger
 from broadcaster.store.schema_sqlite import MIGRATIONS, SCHEMA_VERSION
 
-FEATURES = Features(name="sqlite", several_nodes=False, notifies=False, writers=1,
-                    concurrent_readers=2)
+FEATURES = Features(name="sqlite", several_nodes=False, notifies=False,
+                    commits_may_hang=False, writers=1, concurrent_readers=2)
 _STORE_FULL_HINTS = ("disk is full", "database or disk is full")
 
 
