@@ -11,6 +11,7 @@ separate processes, as in production.
     accept p99         POST /api/v1/alerts answer time over 200 sequential alerts
     start-up           process start → /readyz 200; idle resident memory
     growth, backlog    a ledger with two years of history, a draining backlog (growth.py)
+    two nodes          one PostgreSQL ledger, two nodes: fan-out and takeover (cluster.py)
 
 Each set runs on SQLite and on PostgreSQL (a local server started here, fsync on,
 as a production server runs), side by side.
@@ -22,71 +23,22 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
-from datetime import datetime
 from pathlib import Path
 
 import aiohttp
 
+from bench import cluster as cluster_bench
 from bench import growth as growth_bench
-from bench.figures import Figure, percentile, ratio_figure
-from bench.stack import BenchStack, Endpoint
+from bench.figures import Figure, fan_out, floor, paired, percentile, ratio_figure
+from bench.stack import BenchStack
 from tests.postgres import PostgresServer
 
 RUNS = 15
 LATENCY_MS = 100
-
-
-def _median(samples: list[float]) -> float:
-    return statistics.median(samples)
-
-
-def _delivered_at(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-async def fan_out(stack: BenchStack, session: aiohttp.ClientSession, channels: list[str],
-                  expect: list[str] | None = None) -> float:
-    """Seconds from POST to the last of ``expect`` (default: all) recorded delivered."""
-    expect = expect or channels
-    started = time.time()
-    alert = await stack.post_alert(session, channels)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        found = await stack.get_alert(session, alert["id"])
-        done = [d for d in found["deliveries"] if d["channel"] in expect]
-        if all(d["state"] == "delivered" for d in done):
-            return max(_delivered_at(d["delivered_at"]) for d in done) - started
-        # The time is the ledger's delivered_at, so polling slowly loses no precision —
-        # and keeps the benchmark from loading the daemon it measures.
-        await asyncio.sleep(0.05)
-    raise RuntimeError(f"alert {alert['id']} not delivered in time")
-
-
-async def floor(session: aiohttp.ClientSession, endpoints: list[Endpoint]) -> float:
-    """The bare minimum: the same POSTs, all at once, nothing recorded."""
-    started = time.time()
-    await asyncio.gather(*(endpoint.post(session) for endpoint in endpoints))
-    return time.time() - started
-
-
-async def paired(runs: int, ours: Callable[[], Awaitable[float]],
-                 bare: Callable[[], Awaitable[float]], pace: float = 0.0) -> tuple[float, float]:
-    """Alternate floor and measurement, so drift hits both alike; medians. ``pace``
-    spaces the runs, for channels whose rate limit (Telegram: about one message a
-    second per chat) would otherwise be what is measured."""
-    ours_samples, floor_samples = [], []
-    for _ in range(runs):
-        floor_samples.append(await bare())
-        await asyncio.sleep(pace)
-        ours_samples.append(await ours())
-        await asyncio.sleep(pace)
-    return _median(ours_samples), _median(floor_samples)
 
 
 async def bench_fan_out(stack: BenchStack, width: int, limit: float, runs: int) -> Figure:
@@ -229,6 +181,10 @@ async def main(runs: int, wide: bool, backends: list[str], growth: bool) -> list
                 postgres = server if backend == "postgresql" else None
                 figures += await fan_out_set(Path(folder) / backend, runs, wide, postgres)
                 print(report(figures), file=sys.stderr, flush=True)  # so far
+                if postgres is not None and wide:
+                    figures += await asyncio.to_thread(
+                        cluster_bench.run, Path(folder) / "cluster", postgres, runs, LATENCY_MS)
+                    print(report(figures), file=sys.stderr, flush=True)
                 if growth:
                     figures += await asyncio.to_thread(
                         growth_bench.run, Path(folder) / f"growth-{backend}", postgres)

@@ -63,10 +63,12 @@ class BenchStack:
     def __init__(self, directory: Path, webhooks: int, latency_ms: int,
                  postgres: PostgresServer | None = None, service: str = "",
                  channel_extra: str = "", ledger: str | None = None,
-                 platforms: bool = True) -> None:
+                 platforms: bool = True, nodes: int = 1) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.with_platforms = platforms
+        self.nodes = nodes  # several `serve` on one PostgreSQL ledger: node0 answers
+        self.node_processes: list[subprocess.Popen[bytes]] = []
         self.postgres = postgres
         self.service = service
         self.channel_extra = channel_extra
@@ -89,7 +91,9 @@ class BenchStack:
     # -- processes ------------------------------------------------------------
 
     def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
-        log = (self.directory / f"{args[0]}.log").open("wb")
+        name = args[0] if args[0] != "serve" or len(self.node_processes) == 0 \
+            else f"serve{len(self.node_processes)}"
+        log = (self.directory / f"{name}.log").open("wb")
         process = subprocess.Popen([sys.executable, "-m", "broadcaster", *args], env=self.env,
                                    stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         self.processes.append(process)
@@ -157,16 +161,24 @@ templates = "{REPO / 'templates'}"
              "--config", str(config)], capture_output=True, text=True, env=self.env, cwd=REPO,
             check=True)
         self.token = result.stdout.strip().splitlines()[-1]
-        self._spawn("serve", "--config", str(config))
-        self._wait(f"{self.url}/readyz")
+        text = config.read_text(encoding="utf-8")
+        for number in range(self.nodes):
+            port = self.daemon_port if number == 0 else free_port()
+            node_config = self.directory / f"node{number}.toml"
+            node_config.write_text(text.replace(f"127.0.0.1:{self.daemon_port}",
+                                                f"127.0.0.1:{port}"), encoding="utf-8")
+            self.node_processes.append(
+                self._spawn("serve", "--node", f"node{number}", "--config", str(node_config)))
+            self._wait(f"http://127.0.0.1:{port}/readyz")
         self.clear_faults(latency_ms=self.latency_ms)
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         for process in reversed(self.processes):
-            process.terminate()
-            process.wait(10)
+            if process.poll() is None:
+                process.terminate()
+                process.wait(10)
 
     def start_config(self, webhooks: int, platforms: bool) -> tuple[Path, dict[str, str], str]:
         """A fresh config (own port and database) for the start-up measurement."""

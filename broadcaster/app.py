@@ -26,6 +26,7 @@ from broadcaster.appkeys import (
     DATABASE,
     DISPATCHER,
     HEALTH,
+    MEMBERSHIP,
     METRICS,
     SCRUBBER,
     TIMEKEEPER,
@@ -33,6 +34,7 @@ from broadcaster.appkeys import (
 from broadcaster.catalog import Catalog
 from broadcaster.channels import KINDS
 from broadcaster.channels.base import Channel
+from broadcaster.cluster import Membership
 from broadcaster.config import Config
 from broadcaster.dispatch import Dispatcher
 from broadcaster.health import HealthBoard
@@ -70,17 +72,29 @@ def create_app(
 
 
 async def _lock(app: web.Application) -> AsyncIterator[None]:
+    # One daemon per SQLite file; on PostgreSQL the node registry takes its place.
     lock = daemon_lock(app[CONFIG].service.database)
-    lock.acquire()
+    if lock is not None:
+        lock.acquire()
     yield
-    lock.release()
+    if lock is not None:
+        lock.release()
 
 
 async def _ledger(app: web.Application) -> AsyncIterator[None]:
     database = open_database(app[CONFIG].service.database)
     app[DATABASE] = database
-    yield
-    database.close()
+    try:
+        # Join before anything is recovered: a second process under a live node's name
+        # must not touch that node's leases.
+        membership = Membership(app[CONFIG], database, app[METRICS], app[CLOCK],
+                                address=str(app[CONFIG].service.listen))
+        await membership.join()
+        app[MEMBERSHIP] = membership
+        yield
+        await membership.leave()
+    finally:
+        database.close()
 
 
 async def _channels(app: web.Application) -> AsyncIterator[None]:
@@ -102,8 +116,10 @@ async def _channels(app: web.Application) -> AsyncIterator[None]:
 
 async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
     channels: dict[str, Channel] = app[CHANNELS]
+    service = app[CONFIG].service
     dispatcher = Dispatcher(channels, app[CONFIG].enabled_channels(), app[DATABASE],
-                            app[METRICS], app[SCRUBBER], clock=app[CLOCK], health=app[HEALTH])
+                            app[METRICS], app[SCRUBBER], clock=app[CLOCK], health=app[HEALTH],
+                            node=service.node, lease_seconds=service.lease_seconds)
     app[DISPATCHER] = dispatcher
     await dispatcher.start()
     database = app[DATABASE]
@@ -113,6 +129,7 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
         # Work announced by other processes on the ledger (a no-op on SQLite).
         asyncio.create_task(database.store.watch_for_work(dispatcher.notify),
                             name="ledger-listen"),
+        asyncio.create_task(app[MEMBERSHIP].run(dispatcher), name="membership"),
     ]
     event(log, "daemon.ready", channels=",".join(channels),
           database=str(database.store), backend=database.store.features.name)

@@ -11,6 +11,7 @@ from aiohttp import web
 from broadcaster.accept import Composer
 from broadcaster.catalog import Catalog
 from broadcaster.channels.base import Channel
+from broadcaster.cluster import Membership
 from broadcaster.config import Config
 from broadcaster.dispatch import Dispatcher
 from broadcaster.health import HealthBoard
@@ -29,6 +30,7 @@ CHANNELS = web.AppKey("channels", dict[str, Channel])
 COMPOSER = web.AppKey("composer", Composer)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 HEALTH = web.AppKey("health", HealthBoard)
+MEMBERSHIP = web.AppKey("membership", Membership)
 TIMEKEEPER = web.AppKey("timekeeper", Timekeeper)
 # The web console's page environment (autoescaping; not the sandboxed template one).
 CONSOLE_PAGES = web.AppKey("console_pages", jinja2.Environment)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+import socket
 import tomllib
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -110,6 +112,9 @@ class ServiceConfig:
     require_second_officer: tuple[str, ...]
     retention_days: int
     log_format: Literal["text", "json"]
+    node: str = "local"  # this daemon's name in the ledger (default: the host name)
+    lease_seconds: float = 10.0  # an attempt's claim lapses unless renewed in this time
+    expected_nodes: int = 1  # for the "fewer nodes than expected" alert
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,14 @@ class Config:
                 if isinstance(value, Secret) and value.reveal():
                     values.append(value.reveal())
         return values
+
+
+def with_node(config: Config, node: str) -> Config:
+    """The configuration with another node name (``serve --node``), checked as the key."""
+    if not _NODE_NAME.fullmatch(node):
+        raise ConfigError("--node must be a name of 1 to 63 letters, digits, '.', '_' or '-'",
+                          file=str(config.path), key="service.node")
+    return replace(config, service=replace(config.service, node=node))
 
 
 def config_path(explicit: str | None) -> Path:
@@ -248,6 +261,9 @@ _SERVICE_DEFAULTS: dict[str, Any] = {
     "require_second_officer": [],
     "retention_days": 365,
     "log_format": "text",
+    "node": None,
+    "lease_seconds": 10,
+    "expected_nodes": 1,
 }
 
 
@@ -294,11 +310,25 @@ def _parse_service(table: Any, path: Path, environ: Mapping[str, str]) -> Servic
         listen = _parse_listen(values["listen"])
     except ValueError as exc:
         raise fail("listen", str(exc)) from None
+    node = values["node"] if values["node"] is not None else socket.gethostname()
+    if not isinstance(node, str) or not _NODE_NAME.fullmatch(node):
+        raise fail("node", "must be a name of 1 to 63 letters, digits, '.', '_' or '-' "
+                   "(e.g. \"rz1-a\")")
+    lease = values["lease_seconds"]
+    if isinstance(lease, bool) or not isinstance(lease, int | float) or not 2 <= lease <= 300:
+        raise fail("lease_seconds", "must be a number of seconds from 2 to 300")
+    expected = values["expected_nodes"]
+    if isinstance(expected, bool) or not isinstance(expected, int) or expected < 1:
+        raise fail("expected_nodes", "must be a whole number, at least 1")
+    database = _parse_database(values, path, environ)
+    if expected > 1 and not isinstance(database, PostgresDatabase):
+        raise fail("expected_nodes", "several nodes need a PostgreSQL ledger; with a SQLite "
+                   "file one daemon runs, so leave expected_nodes at 1")
     return ServiceConfig(
         city=values["city"],
         info_url=values["info_url"],
         listen=listen,
-        database=_parse_database(values, path, environ),
+        database=database,
         templates=_relative_to(path, values["templates"]),
         exercise_banner=values["exercise_banner"],
         default_language=values["default_language"],
@@ -306,10 +336,14 @@ def _parse_service(table: Any, path: Path, environ: Mapping[str, str]) -> Servic
         require_second_officer=tuple(modes),
         retention_days=retention,
         log_format=values["log_format"],
+        node=node,
+        lease_seconds=float(lease),
+        expected_nodes=expected,
     )
 
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+_NODE_NAME = re.compile(r"[A-Za-z0-9._-]{1,63}")
 
 
 def postgres_uri_problem(value: str) -> str | None:

@@ -1,10 +1,18 @@
 """The fan-out engine: one lane per channel, retries, and recovery after a crash.
 
 Each lane is a task that sleeps on an event (woken when an alert is accepted, an
-attempt ends or an officer retries) or until the next retry falls due; it never
-polls. It starts an attempt for each due delivery while it has in-flight slots
-and its rate limiter allows, so a slow, hanging or failing channel only ever holds
-up its own lane.
+attempt ends or an officer retries, here or — through the ledger's notifications —
+on another node) or until the next retry or rate budget falls due; a slow poll is
+only a safety net. It claims due deliveries while it has in-flight slots; the
+ledger holds each channel's in-flight limit and rate budget for the whole cluster
+(two nodes never send to one chat at twice its rate). A slow, hanging or failing
+channel only ever holds up its own lane.
+
+A claim is a lease: the node named on it renews it while the attempt runs
+(cluster.py) and writes the outcome only while it still holds it. A node that
+stops renewing (killed, frozen, cut off) loses its leases after `lease_seconds`
+and another node resolves them by the crash rule below; should the frozen node
+wake, its late result is discarded and logged, never written over the other's.
 
 An attempt is written as `sending` before the call and classified after it:
 delivered → receipt stored; Retryable → back to `queued` with a backoff (retry.py)
@@ -30,7 +38,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from broadcaster.channels.base import Channel
 from broadcaster.config import ChannelConfig
@@ -49,40 +57,14 @@ from broadcaster.metrics import Metrics
 from broadcaster.models import DeliveryState, Outgoing, utcnow
 from broadcaster.retry import RetryPolicy, next_try
 from broadcaster.store import Claim, Database, DueDelivery, Outcome, Recovered
+from broadcaster.store.records import ClaimRequest, Finished, Lease
 
 log = logging.getLogger("broadcaster.dispatch")
 
 Clock = Callable[[], datetime]
 LEDGER_RETRY = 1.0  # seconds between a lane's tries while the ledger does not answer
-
-
-class RateLimiter:
-    """A token bucket: ``rate`` messages per second, bursts up to ``burst``."""
-
-    def __init__(self, rate: float, burst: float | None = None) -> None:
-        self.rate = rate
-        self.burst = max(1.0, burst if burst is not None else rate)
-        self._tokens = self.burst
-        self._updated = time.monotonic()
-
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-        self._updated = now
-
-    def available(self) -> int:
-        """Whole messages that may go right now."""
-        self._refill()
-        return int(self._tokens)
-
-    def take(self) -> None:
-        self._refill()
-        self._tokens -= 1
-
-    def wait(self) -> float:
-        """Seconds until the next whole message may go."""
-        self._refill()
-        return max(0.0, (1 - self._tokens) / self.rate)
+SLOTS_POLL = 0.5  # seconds: the channel's slots are taken by attempts on other nodes
+SAFETY_POLL = 30.0  # seconds: a lane looks at its queue at least this often
 
 
 class ClaimGate:
@@ -136,12 +118,14 @@ class Lane:
         clock: Clock,
         policy: RetryPolicy,
         rng: random.Random,
-        claims: GroupCommit[tuple[str, int], Claim],
-        finishes: GroupCommit[tuple[str, int, Outcome, datetime], bool],
+        claims: GroupCommit[ClaimRequest, Claim],
+        finishes: GroupCommit[tuple[str, int, Outcome, datetime], Finished],
         health: HealthBoard,
         gate: ClaimGate,
+        lease: Callable[[], Lease],
     ) -> None:
         self.channel = channel
+        self.lease = lease
         self.gate = gate
         self.health = health
         self.claims = claims
@@ -154,13 +138,16 @@ class Lane:
         self.policy = policy
         self.rng = rng
         self.wake = asyncio.Event()
-        self.limiter = RateLimiter(config.rate)
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         # Attempts that ended while the ledger did not answer: written when it does.
         self._unrecorded: dict[str, tuple[DueDelivery, int, Outcome, datetime]] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._ledger_failing = False
+        # Whether a finished attempt gives the lane something to do: more was due than
+        # it could take, or the attempt put its delivery back in the queue (a retry).
+        self._waiting_for_slots = False
+        self._requeued = False
 
     @property
     def name(self) -> str:
@@ -198,35 +185,45 @@ class Lane:
         still does not)."""
         for delivery_id, (delivery, number, outcome, finished) in list(
                 self._unrecorded.items()):
-            await self.finishes.submit((delivery_id, number, outcome, finished))
+            result = await self.finishes.submit((delivery_id, number, outcome, finished))
             del self._unrecorded[delivery_id]
+            if not result.written:
+                self._discarded(delivery, number, outcome)
+                continue
             event(log, "delivery.recorded_late", alert=delivery.alert_id,
                   delivery=delivery_id, channel=self.name, attempt=number,
                   result=outcome.result)
             self._observe(delivery, number, outcome, finished)
 
     async def _fill_and_wait(self) -> None:
-        """Claim what is due while slots and the rate allow, start those attempts, then
-        sleep until woken (an accept, a finished attempt, a retry) or until the next
-        delivery that waits for a time — or for the rate limiter — falls due."""
+        """Claim what is due while slots and the channel's budget allow, start those
+        attempts, then sleep until woken (an accept, a finished attempt, a retry) or
+        until the next delivery that waits for a time — or for the budget — falls due."""
         self.wake.clear()
-        timeout: float | None = None
+        timeout: float | None = SAFETY_POLL
         free = self.config.max_in_flight - len(self._in_flight)
         if free > 0:
             now = self.clock()
-            want = min(free, self.limiter.available())
+            request = ClaimRequest(self.name, free, max_in_flight=self.config.max_in_flight,
+                                   rate=self.config.rate, burst=max(1.0, self.config.rate))
             async with self.gate.claim():
-                claim = await self.claims.submit((self.name, want))
+                claim = await self.claims.submit(request)
                 for delivery in claim.deliveries:
-                    self.limiter.take()
                     task = asyncio.create_task(self._attempt(delivery),
                                                name=f"attempt-{delivery.id}")
                     self._in_flight[delivery.id] = task
                     task.add_done_callback(functools.partial(self._done, delivery.id))
+            if claim.deliveries:
+                self.metrics.claims.labels(self.name).inc(len(claim.deliveries))
+            self._waiting_for_slots = claim.more_due
             if claim.more_due:
-                if len(self._in_flight) < self.config.max_in_flight:
-                    timeout = self.limiter.wait()
-                # else: a finishing attempt frees a slot and wakes the lane
+                if claim.held_by == "rate" and claim.budget_at is not None:
+                    timeout = max(0.0, (claim.budget_at - now).total_seconds())
+                elif claim.held_by == "slots":
+                    # Attempts under way on other nodes: their ends do not wake us.
+                    timeout = SLOTS_POLL
+                else:
+                    timeout = None  # our own attempt's end frees the slot and wakes us
             elif claim.next_due is not None:
                 timeout = max(0.0, (claim.next_due - now).total_seconds())
         await self._sleep(timeout)
@@ -239,7 +236,11 @@ class Lane:
 
     def _done(self, delivery_id: str, _: asyncio.Task[None]) -> None:
         self._in_flight.pop(delivery_id, None)
-        self.wake.set()
+        # Only then is a claim worth its transaction: a fan-out's hundred lanes would
+        # otherwise each claim once more for nothing when their attempt ends.
+        if self._waiting_for_slots or self._requeued or self._unrecorded:
+            self._requeued = False
+            self.wake.set()
 
     async def _attempt(self, delivery: DueDelivery) -> None:
         """One attempt of a claimed delivery (already `sending` in the ledger)."""
@@ -271,7 +272,7 @@ class Lane:
                               duration=time.monotonic() - began, receipt=receipt)
         finished = self.clock()
         try:
-            await self.finishes.submit((delivery.id, number, outcome, finished))
+            result = await self.finishes.submit((delivery.id, number, outcome, finished))
         except StoreError as exc:
             # Stays `sending` in the ledger (nobody claims it twice); the outcome is
             # kept here and written when the ledger answers again. Should the daemon
@@ -282,7 +283,22 @@ class Lane:
                   duration=round(outcome.duration, 3), result=outcome.result, error=str(exc),
                   hint="kept in memory; written when the ledger answers again")
             return
+        if not result.written:
+            self._discarded(delivery, number, outcome)
+            return
+        if outcome.state is DeliveryState.QUEUED or result.unblocks:
+            # The lane must learn when it falls due again, or take the follow-up that
+            # waited for this one.
+            self._requeued = True
         self._observe(delivery, number, outcome, finished)
+
+    def _discarded(self, delivery: DueDelivery, number: int, outcome: Outcome) -> None:
+        """This node lost the lease (frozen or cut off too long) and another node took
+        the delivery over: its result stays unwritten, and is said aloud."""
+        self.metrics.late_results.labels(self.name).inc()
+        event(log, "delivery.late_result_discarded", logging.WARNING, alert=delivery.alert_id,
+              delivery=delivery.id, channel=self.name, attempt=number, result=outcome.result,
+              hint="another node took this delivery over after the lease ran out")
 
     def _classified(
         self, delivery: DueDelivery, number: int, exc: DeliveryError, duration: float
@@ -370,28 +386,41 @@ class Dispatcher:
         policy: RetryPolicy | None = None,
         rng: random.Random | None = None,
         health: HealthBoard | None = None,
+        node: str = "local",
+        lease_seconds: float = 10.0,
     ) -> None:
         self.db = db
+        self.node = node
+        self.lease_seconds = lease_seconds
         self.configs = {c.name: c for c in configs}
         self.metrics = metrics
         rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.clock = clock
-        claims: GroupCommit[tuple[str, int], Claim] = GroupCommit(
-            db, lambda requests: db.store.claim_many(requests, clock()))
-        finishes: GroupCommit[tuple[str, int, Outcome, datetime], bool] = GroupCommit(
-            db, db.store.finish_many)
+        claims: GroupCommit[ClaimRequest, Claim] = GroupCommit(
+            db, lambda requests: db.store.claim_many(requests, clock(), self.new_lease()))
+        finishes: GroupCommit[tuple[str, int, Outcome, datetime], Finished] = GroupCommit(
+            db, lambda items: db.store.finish_many(items, node))
         self.health = health or HealthBoard(channels, metrics)
         self.gate = ClaimGate()
         self.lanes = {
             name: Lane(channel, self.configs[name], db, metrics, scrubber, clock,
-                       policy or RetryPolicy(), rng, claims, finishes, self.health, self.gate)
+                       policy or RetryPolicy(), rng, claims, finishes, self.health, self.gate,
+                       self.new_lease)
             for name, channel in channels.items()
         }
 
+    def new_lease(self) -> Lease:
+        return Lease(self.node, self.clock() + timedelta(seconds=self.lease_seconds))
+
+    @property
+    def under_way(self) -> int:
+        return sum(len(lane.held_ids) for lane in self.lanes.values())
+
     async def start(self) -> list[Recovered]:
-        """Resolve what a crash left in `sending`, then start every lane."""
+        """Resolve what a crash left in `sending` (this node's own earlier run, and
+        leases that ran out), then start every lane."""
         recovered = await self.db.run(self.db.store.recover_interrupted, self._unknown_policy,
-                                      utcnow())
+                                      utcnow(), self.node)
         self._report(recovered)
         for lane in self.lanes.values():
             lane.start()
@@ -411,10 +440,26 @@ class Dispatcher:
         async with self.gate.exclusive():
             held = set().union(*(lane.held_ids for lane in self.lanes.values()))
             recovered = await self.db.run(self.db.store.recover_interrupted,
-                                          self._unknown_policy, self.clock(), held)
+                                          self._unknown_policy, self.clock(), self.node,
+                                          held, False)
         self._report(recovered)
         self.notify()
         return recovered
+
+    async def take_over(self) -> list[Recovered]:
+        """Resolve deliveries whose node stopped renewing its lease; wake the lanes."""
+        taken = await self.db.run(self.db.store.take_over_expired, self._unknown_policy,
+                                  self.clock(), self.node)
+        for item in taken:
+            self.metrics.taken_over.labels(item.channel).inc()
+            event(log, "delivery.taken_over", logging.WARNING, alert=item.alert_id,
+                  delivery=item.delivery_id, channel=item.channel, attempt=item.attempt,
+                  state=item.state.value, from_node=item.node or "")
+            if item.state is DeliveryState.UNKNOWN:
+                self.metrics.deliveries.labels(item.channel, "unknown").inc()
+        if taken:
+            self.notify({item.channel for item in taken})
+        return taken
 
     def _unknown_policy(self, channel: str) -> str | None:
         config = self.configs.get(channel)

@@ -103,6 +103,23 @@ class Metrics:
                                  "(SQLite file or PostgreSQL server), 0 while it does not",
                                  registry=r)
         self.database_up.set(1)
+        self.claims = Counter("broadcaster_claims", "Deliveries this node claimed (took a "
+                              "lease on) to attempt", ["channel"], registry=r)
+        self.taken_over = Counter("broadcaster_leases_taken_over", "Deliveries this node "
+                                  "took over after their node stopped renewing its lease",
+                                  ["channel"], registry=r)
+        self.late_results = Counter("broadcaster_late_results_discarded", "Attempt results "
+                                    "this node did not write: its lease had been taken over",
+                                    ["channel"], registry=r)
+        self.health_checks = Counter("broadcaster_health_checks", "Health checks this node "
+                                     "ran (once per interval in the whole cluster)",
+                                     ["channel"], registry=r)
+        self.node_info = Gauge("broadcaster_node_info", "This node's name and version",
+                               ["node", "version"], registry=r)
+        self.nodes_live = Gauge("broadcaster_nodes_live", "Nodes whose heartbeat is fresh "
+                                "(from the ledger: the same on every node)", registry=r)
+        self.nodes_expected = Gauge("broadcaster_nodes_expected", "Nodes the configuration "
+                                    "expects ([service] expected_nodes)", registry=r)
         self.build_info = Gauge("broadcaster_build_info", "Version of broadcaster", ["version"],
                                 registry=r)
         self.build_info.labels(version).set(1)
@@ -118,9 +135,18 @@ class Metrics:
             for result in ATTEMPT_RESULTS:
                 self.attempts.labels(channel, result)
             self.latency.labels(channel)
+            self.claims.labels(channel)
+            self.taken_over.labels(channel)
+            self.late_results.labels(channel)
+            self.health_checks.labels(channel)
             self.channel_up.labels(channel).set(1)
             self.credentials_ok.labels(channel).set(1)
             self.last_success.labels(channel)
+
+    def joined(self, node: str, version: str, expected_nodes: int) -> None:
+        self.node_info.labels(node, version).set(1)
+        self.nodes_expected.set(expected_nodes)
+        self.nodes_live.set(1)
 
     def exposition(self, delivery_counts: Mapping[tuple[str, str], int]) -> bytes:
         """The text format, with the state gauge taken from ``delivery_counts``."""

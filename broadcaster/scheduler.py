@@ -7,6 +7,13 @@ nothing that was scheduled, and an alert whose time passed while the daemon was
 down fires at once, marked late. Every job is idempotent: firing a released alert,
 repeating an occurrence already repeated (its idempotency key), expiring an expired
 alert — each is a no-op the second time.
+
+With several nodes on one ledger, every node schedules every job and looks in the
+ledger every ``RESYNC`` seconds for what other nodes accepted, so a scheduled send
+or a reminder fires even when the node that took it dies at that moment — and,
+the transitions being conditional, fires once. Health checks and retention run
+once per interval in the cluster: a node runs one only when it claims the duty in
+the ledger, and shares the health it found there for the other nodes to show.
 """
 
 from __future__ import annotations
@@ -30,12 +37,14 @@ from broadcaster.logs import event
 from broadcaster.metrics import Metrics
 from broadcaster.models import Alert, AlertKind, Delivery, DeliveryState, new_id
 from broadcaster.store import SCHEDULED, AuditEntry, Database, NewAlert, NewDelivery
+from broadcaster.store.records import HealthRecord
 from broadcaster.timing import Repeat, parse_repeat, reminder_note
 
 log = logging.getLogger("broadcaster.scheduler")
 
 Clock = Callable[[], datetime]
 HOUSEKEEPING_EVERY = timedelta(hours=24)
+RESYNC = 5.0  # seconds between looks at the ledger for other nodes' schedules
 SCHEDULER_ACTOR = "scheduler"
 REPEAT_KEY = "repeat:"
 
@@ -63,6 +72,8 @@ class Timekeeper:
         self.health = health
         self.metrics = metrics
         self.clock = clock
+        self.node = config.service.node
+        self.cluster = db.store.features.several_nodes
         self.zone = ZoneInfo(config.service.timezone)
         self.scheduler = AsyncIOScheduler(timezone=self.zone)
 
@@ -71,17 +82,14 @@ class Timekeeper:
     async def start(self) -> None:
         """Rebuild every job from the ledger, then start the clock."""
         self.scheduler.start()
-        store = self.db.store
-        for alert in await self.db.run(store.alerts_held, SCHEDULED):
-            self._schedule_send(alert)
-        for alert in await self.db.run(store.series):
-            await self._schedule_series(alert)
-        for alert in await self.db.run(store.pending_expiries):
-            self._schedule_expiry(alert)
+        await self._rebuild()
+        if self.cluster:
+            self.scheduler.add_job(self._resync, IntervalTrigger(seconds=RESYNC),
+                                   id="resync", coalesce=True, max_instances=1,
+                                   misfire_grace_time=None)
         for name, channel in self.channels.items():
-            config = self.config.channel(name)
-            interval = config.health_interval if config else 300.0
-            self.scheduler.add_job(self._check_health, IntervalTrigger(seconds=interval),
+            self.scheduler.add_job(self._check_health,
+                                   IntervalTrigger(seconds=self._health_interval(name)),
                                    args=[name, channel], id=f"health:{name}",
                                    next_run_time=self.clock(), replace_existing=True,
                                    coalesce=True, max_instances=1, misfire_grace_time=None)
@@ -93,6 +101,26 @@ class Timekeeper:
     async def stop(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+
+    async def _rebuild(self) -> None:
+        store = self.db.store
+        for alert in await self.db.read(store.alerts_held, SCHEDULED):
+            if self.scheduler.get_job(f"send:{alert.id}") is None:
+                self._schedule_send(alert)
+        for alert in await self.db.read(store.series):
+            if self.scheduler.get_job(f"repeat:{alert.id}") is None:
+                await self._schedule_series(alert)
+        for alert in await self.db.read(store.pending_expiries):
+            if self.scheduler.get_job(f"expire:{alert.id}") is None:
+                self._schedule_expiry(alert)
+
+    async def _resync(self) -> None:
+        """What other nodes scheduled since the last look (cheap: partial indexes)."""
+        try:
+            await self._rebuild()
+            await self._shared_health()
+        except BroadcasterError as exc:  # the ledger is away: the next look catches up
+            event(log, "scheduler.resync_failed", logging.WARNING, error=str(exc))
 
     async def accepted(self, alert: Alert) -> None:
         """A new or changed alert: schedule what it needs; close series it ends."""
@@ -244,18 +272,49 @@ class Timekeeper:
     # -- channel health -------------------------------------------------------------
 
     async def _check_health(self, name: str, channel: Channel) -> None:
+        interval = timedelta(seconds=self._health_interval(name))
+        if self.cluster and not await self.db.run(self.db.store.claim_duty, f"health:{name}",
+                                                   self.node, self.clock(), interval):
+            await self._shared_health(name)  # another node checked it this round
+            return
         result = await check(channel, self.config)
+        self.metrics.health_checks.labels(name).inc()
         before = self.health.get(name)
-        self.health.checked(name, result, self.clock())
+        now = self.clock()
+        self.health.checked(name, result, now)
+        if self.cluster:
+            await self.db.run(self.db.store.record_health, HealthRecord(
+                channel=name, up=result.up, credentials_ok=not result.credentials_rejected,
+                message=result.message, checked_at=now, node=self.node))
         if before.up != result.up or result.credentials_rejected:
             level = logging.INFO if result.up else logging.ERROR
             event(log, "channel.health", level, channel=name, up=result.up,
                   message=result.message)
 
+    def _health_interval(self, name: str) -> float:
+        config = self.config.channel(name)
+        return config.health_interval if config else 300.0
+
+    async def _shared_health(self, only: str | None = None) -> None:
+        """Take over the health other nodes found (newer than what this node knows)."""
+        for record in await self.db.read(self.db.store.channel_health):
+            if only is not None and record.channel != only:
+                continue
+            if record.channel not in self.channels:
+                continue
+            known = self.health.get(record.channel).checked_at
+            if known is None or record.checked_at > known:
+                self.health.checked(record.channel, Health(
+                    record.up, record.message, credentials_rejected=not record.credentials_ok),
+                    record.checked_at)
+
     # -- housekeeping ------------------------------------------------------------------
 
     async def _housekeeping(self) -> None:
         now = self.clock()
+        if self.cluster and not await self.db.run(self.db.store.claim_duty, "retention",
+                                                   self.node, now, HOUSEKEEPING_EVERY):
+            return  # another node ran it this round
         cutoff = now - timedelta(days=self.config.service.retention_days)
         pruned = 0
         # Batch by batch, each its own transaction: accepts and claims queue up

@@ -17,6 +17,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -118,9 +119,54 @@ class PostgresServer:
         """The libpq URI of a database, without a password (it comes separately)."""
         return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
 
+    def standby(self, name: str = "standby1") -> PostgresServer:
+        """A streaming standby of this server (pg_basebackup), running, and made the
+        synchronous one: a commit here returns only once the standby has it."""
+        standby = PostgresServer(fsync=self.fsync)
+        environment = {**os.environ, "PGPASSWORD": SUPERUSER_PASSWORD}
+        argv = [str(self.bin / "pg_basebackup"), "-D", str(standby.data), "-h", "127.0.0.1",
+                "-p", str(self.port), "-U", "postgres", "-X", "stream", "-R", "--checkpoint=fast",
+                "-d", f"application_name={name}"]
+        if self._as_postgres:
+            argv = ["runuser", "-u", "postgres", "--", "env",
+                    f"PGPASSWORD={SUPERUSER_PASSWORD}", *argv]
+        subprocess.run(argv, capture_output=True, text=True, check=True, timeout=120,
+                       env=environment, cwd=standby.root)
+        with open(standby.data / "postgresql.conf", "a", encoding="utf-8") as conf:
+            conf.write(f"\nport = {standby.port}\nunix_socket_directories = "
+                       f"'{standby.root}'\n")
+        standby.ctl("start")
+        self.sql(f"ALTER SYSTEM SET synchronous_standby_names = '{name}'")
+        self.sql("SELECT pg_reload_conf()")
+        return standby
+
+    def promote(self) -> None:
+        """Make this standby the primary."""
+        self._run("pg_ctl", "promote", "-D", str(self.data), "-w", "-t", "60")
+
+    def crash(self) -> None:
+        """SIGKILL the postmaster, as a power cut would take the machine."""
+        pid = int((self.data / "postmaster.pid").read_text().splitlines()[0])
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            listing = subprocess.run(["pgrep", "-f", f"-D {self.data}"], capture_output=True,
+                                     text=True, check=False)
+            if not listing.stdout.strip():
+                break
+            time.sleep(0.05)
+        # Its children notice the dead postmaster and exit; kill any straggler.
+        subprocess.run(["pkill", "-9", "-f", str(self.data)], check=False)
+
     def stop(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            self.ctl("stop")
+        pidfile = self.data / "postmaster.pid"
+        if not pidfile.exists():
+            return
+        try:
+            os.kill(int(pidfile.read_text().splitlines()[0]), 0)
+        except (ProcessLookupError, ValueError, IndexError):
+            return  # crashed: nothing to stop (pg_ctl would wait for it in vain)
+        self.ctl("stop")
 
     def kill(self) -> None:
         """Stop the server and remove its folder."""

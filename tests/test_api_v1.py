@@ -262,7 +262,7 @@ def test_api_conforms_to_its_openapi_document(stack: Stack) -> None:
     api = schemathesis.openapi.from_url(stack.daemon.url + "/api/v1/openapi.json")
     headers = {"Authorization": f"Bearer {stack.admin}"}
     operations = [result.ok() for result in api.get_all_operations()]
-    assert len(operations) == 14
+    assert len(operations) == 15
     for operation in operations:
         @given(case=operation.as_strategy())
         @settings(max_examples=12, deadline=None, database=None,

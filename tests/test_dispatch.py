@@ -20,7 +20,7 @@ import pytest
 from broadcaster import lengths
 from broadcaster.channels.base import Channel, ChannelKind, Markup, TextForm, UnknownPolicy
 from broadcaster.config import ChannelConfig
-from broadcaster.dispatch import Dispatcher, RateLimiter
+from broadcaster.dispatch import Dispatcher
 from broadcaster.errors import OutcomeUnknown, Permanent, Retryable
 from broadcaster.logs import Scrubber
 from broadcaster.metrics import Metrics
@@ -36,6 +36,7 @@ from broadcaster.models import (
 )
 from broadcaster.retry import RetryPolicy
 from broadcaster.store import AuditEntry, Database, Ledger, NewAlert, NewDelivery, Outcome
+from broadcaster.store.records import ClaimRequest
 from tests.conftest import ledger_for
 from tests.support import eventually
 
@@ -262,7 +263,8 @@ async def test_recovery_requeues_or_holds_what_a_crash_left_sending(engine: Engi
     alert = engine.accept(["retrying", "holding", "gone"])
     now = utcnow()
     for delivery in alert.deliveries:  # as a crashed daemon left them: claimed, in flight
-        assert len(engine.store.claim_many([(delivery.channel, 10)], now)[0].deliveries) == 1
+        claim = engine.store.claim_many([ClaimRequest(delivery.channel, 10)], now)[0]
+        assert len(claim.deliveries) == 1
     await engine.start(channel_config("retrying", on_unknown="retry"),
                        channel_config("holding", on_unknown="hold"))
     states = await engine.settle(alert)
@@ -298,15 +300,6 @@ async def _async(value: bool) -> bool:
     return value
 
 
-def test_rate_limiter_allows_the_burst_then_spaces_messages() -> None:
-    limiter = RateLimiter(rate=2.0)
-    assert limiter.available() == 2  # burst of 2
-    limiter.take()
-    limiter.take()
-    assert limiter.available() == 0
-    assert limiter.wait() == pytest.approx(0.5, abs=0.05)
-
-
 async def test_messages_beyond_the_burst_wait_for_the_rate(engine: Engine) -> None:
     await engine.start(channel_config("a", rate=4.0, max_in_flight=10))
     alerts = [engine.accept(["a"]) for _ in range(6)]
@@ -327,7 +320,8 @@ def test_stale_finish_does_not_overwrite_a_newer_state(ledger: Ledger) -> None:
     )
     store.accept_alert(alert, AuditEntry(actor="x", action="alert.send"))
     delivery_id = alert.deliveries[0].id
-    assert [d.id for d in store.claim_many([("a", 5)], utcnow())[0].deliveries] == [delivery_id]
+    claimed = store.claim_many([ClaimRequest("a", 5)], utcnow())[0].deliveries
+    assert [d.id for d in claimed] == [delivery_id]
     done = Outcome("delivered", DeliveryState.DELIVERED, 0.1, receipt=Receipt("r1"))
     assert store.finish_attempt(delivery_id, 1, done, utcnow())
     late = Outcome("permanent", DeliveryState.FAILED, 0.1, "Permanent", "late")

@@ -95,7 +95,7 @@ def test_kill_9_with_50_deliveries_in_flight_loses_nothing(
     assert not any(p["target"] == "held" for p in live_sandbox.posts("webhook"))
 
 
-def test_a_second_daemon_on_the_same_database_refuses_to_start(
+def test_a_second_daemon_on_the_same_ledger_under_the_same_name_refuses_to_start(
         tmp_path: Path, live_sandbox: SandboxThread, daemons: list[Daemon],
         ledger_database: Path | str) -> None:
     port = free_port()
@@ -105,10 +105,13 @@ def test_a_second_daemon_on_the_same_database_refuses_to_start(
     daemons.append(first.start())
     second_config = tmp_path / "second.toml"
     second_config.write_text(config.read_text().replace(f":{port}", f":{free_port()}"))
-    result = run_cli("serve", "--config", str(second_config), timeout=30)
+    result = run_cli("serve", "--config", str(second_config), timeout=60)
     assert result.returncode == 1
-    assert "another broadcaster daemon" in result.stderr
     if isinstance(ledger_database, Path):  # SQLite names the process holding the file
+        assert "another broadcaster daemon" in result.stderr
+        assert "need PostgreSQL" in result.stderr
         assert str(first.process.pid) in result.stderr  # type: ignore[union-attr]
+    else:  # several nodes may share PostgreSQL, but each under its own name
+        assert "is already running" in result.stderr and "--node" in result.stderr
     assert "Traceback" not in result.stderr
     assert http("GET", first.url + "/readyz")[0] == 200

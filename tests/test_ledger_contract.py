@@ -25,6 +25,7 @@ from broadcaster.models import (
     utcnow,
 )
 from broadcaster.store import SCHEDULED, AuditEntry, Ledger, NewAlert, NewDelivery, Outcome, User
+from broadcaster.store.records import ClaimRequest
 
 ENTRY = AuditEntry(actor="duty-1", action="alert.send", address="127.0.0.1")
 
@@ -40,7 +41,7 @@ def _alert(channels: list[str], **changes: object) -> NewAlert:
 
 
 def _deliver(ledger: Ledger, channel: str, remote: str = "r1") -> str:
-    claim = ledger.claim_many([(channel, 1)], utcnow())[0]
+    claim = ledger.claim_many([ClaimRequest(channel, 1)], utcnow())[0]
     delivery = claim.deliveries[0]
     done = Outcome("delivered", DeliveryState.DELIVERED, 0.1, receipt=Receipt(remote, None,
                                                                                {"cid": "x"}))
@@ -63,25 +64,25 @@ def test_claims_take_the_queue_in_order_up_to_the_limit(ledger: Ledger) -> None:
     alerts = [_alert(["a"]) for _ in range(5)]
     for alert in alerts:
         ledger.accept_alert(alert, ENTRY)
-    first, other = ledger.claim_many([("a", 2), ("b", 3)], utcnow())
+    first, other = ledger.claim_many([ClaimRequest("a", 2), ClaimRequest("b", 3)], utcnow())
     assert [d.alert_id for d in first.deliveries] == [a.id for a in alerts[:2]]
     assert first.more_due and not other.deliveries and not other.more_due
     assert all(d.attempts == 1 for d in first.deliveries)
-    rest = ledger.claim_many([("a", 10)], utcnow())[0]
+    rest = ledger.claim_many([ClaimRequest("a", 10)], utcnow())[0]
     assert [d.alert_id for d in rest.deliveries] == [a.id for a in alerts[2:]]
     assert not rest.more_due
-    assert ledger.claim_many([("a", 10)], utcnow())[0].deliveries == []
+    assert ledger.claim_many([ClaimRequest("a", 10)], utcnow())[0].deliveries == []
 
 
 def test_a_retry_waits_for_its_time_and_the_claim_says_when(ledger: Ledger) -> None:
     ledger.accept_alert(_alert(["a"]), ENTRY)
-    delivery = ledger.claim_many([("a", 1)], utcnow())[0].deliveries[0]
+    delivery = ledger.claim_many([ClaimRequest("a", 1)], utcnow())[0].deliveries[0]
     later = utcnow() + timedelta(seconds=30)
     ledger.finish_attempt(delivery.id, 1, Outcome("retryable", DeliveryState.QUEUED, 0.1,
                                                   "Retryable", "503", not_before=later), utcnow())
-    claim = ledger.claim_many([("a", 1)], utcnow())[0]
+    claim = ledger.claim_many([ClaimRequest("a", 1)], utcnow())[0]
     assert claim.deliveries == [] and claim.next_due == later
-    again = ledger.claim_many([("a", 1)], later)[0].deliveries
+    again = ledger.claim_many([ClaimRequest("a", 1)], later)[0].deliveries
     assert [d.attempts for d in again] == [2]
     assert [a.result for a in ledger.attempts(delivery.id)] == ["retryable", "sending"]
 
@@ -91,11 +92,11 @@ def test_a_follow_up_waits_for_its_original_and_replies_to_its_receipt(ledger: L
     ledger.accept_alert(original, ENTRY)
     update = _alert(["a"], kind=AlertKind.UPDATE, references=original.id)
     ledger.accept_alert(update, ENTRY)
-    taken = ledger.claim_many([("a", 10)], utcnow())[0].deliveries
+    taken = ledger.claim_many([ClaimRequest("a", 10)], utcnow())[0].deliveries
     assert [d.alert_id for d in taken] == [original.id]  # the update waits its turn
     done = Outcome("delivered", DeliveryState.DELIVERED, 0.1, receipt=Receipt("r1", "u", {}))
     ledger.finish_attempt(taken[0].id, 1, done, utcnow())
-    follow = ledger.claim_many([("a", 10)], utcnow())[0].deliveries
+    follow = ledger.claim_many([ClaimRequest("a", 10)], utcnow())[0].deliveries
     assert [d.alert_id for d in follow] == [update.id]
     assert follow[0].reply_to == Receipt("r1", "u", {})
 
@@ -141,7 +142,7 @@ def test_a_stale_or_repeated_finish_changes_nothing(ledger: Ledger) -> None:
 def test_recovery_requeues_or_holds_by_policy_and_keeps_what_is_under_way(
         ledger: Ledger) -> None:
     ledger.accept_alert(_alert(["retry", "hold", "busy"]), ENTRY)
-    claims = ledger.claim_many([("retry", 1), ("hold", 1), ("busy", 1)], utcnow())
+    claims = ledger.claim_many([ClaimRequest(c, 1) for c in ("retry", "hold", "busy")], utcnow())
     busy = claims[2].deliveries[0].id
     recovered = ledger.recover_interrupted(
         lambda channel: "retry" if channel == "retry" else "hold", utcnow(), keep={busy})
@@ -159,7 +160,7 @@ def test_an_officer_retries_only_failed_or_unknown_deliveries(ledger: Ledger) ->
     with pytest.raises(NotFound):
         ledger.retry_delivery(new_id(), ENTRY, utcnow())
     ledger.accept_alert(_alert(["b"]), ENTRY)
-    claimed = ledger.claim_many([("b", 1)], utcnow())[0].deliveries[0]
+    claimed = ledger.claim_many([ClaimRequest("b", 1)], utcnow())[0].deliveries[0]
     ledger.finish_attempt(claimed.id, 1, Outcome("permanent", DeliveryState.FAILED, 0.1),
                           utcnow())
     assert ledger.retry_delivery(claimed.id, ENTRY, utcnow()).state is DeliveryState.QUEUED
@@ -168,7 +169,7 @@ def test_an_officer_retries_only_failed_or_unknown_deliveries(ledger: Ledger) ->
 def test_a_held_alert_is_released_once_and_a_scheduled_one_fires_once(ledger: Ledger) -> None:
     held = _alert(["a"], hold="awaiting_approval")
     ledger.accept_alert(held, ENTRY)
-    assert ledger.claim_many([("a", 5)], utcnow())[0].deliveries == []
+    assert ledger.claim_many([ClaimRequest("a", 5)], utcnow())[0].deliveries == []
     assert ledger.release_hold(held.id, "awaiting_approval", ENTRY, utcnow()).hold is None
     with pytest.raises(Conflict):
         ledger.release_hold(held.id, "awaiting_approval", ENTRY, utcnow())
@@ -270,5 +271,5 @@ def test_the_audit_chain_links_every_event(ledger: Ledger) -> None:
 
 def test_the_ledger_takes_a_write_and_knows_its_schema(ledger: Ledger) -> None:
     ledger.check_writable(utcnow())
-    assert ledger.schema_version == 4
+    assert ledger.schema_version == 5
     assert ledger.table_counts()["alerts"] == 0

@@ -120,26 +120,21 @@ def test_with_wait_for_database_the_daemon_waits_for_a_server_that_comes_up_late
         port = free_port()
         config = write_config(tmp_path, "", port=port, database=server.uri("postgres"))
         daemon = Daemon(config, port)
-        daemon.process = subprocess.Popen(
-            [sys.executable, "-m", "broadcaster", "serve", "--wait-for-database", "--config",
-             str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "LEDGER_PASSWORD": ROLE_PASSWORD})
+        daemon.log_path = tmp_path / "waiting.log"
+        with daemon.log_path.open("w") as log:
+            daemon.process = subprocess.Popen(
+                [sys.executable, "-m", "broadcaster", "serve", "--wait-for-database",
+                 "--config", str(config)], stdout=log, stderr=subprocess.STDOUT, text=True,
+                env={**os.environ, "LEDGER_PASSWORD": ROLE_PASSWORD})
         daemons.append(daemon)
-        wait_for(lambda: daemon.process is not None and _reads_line(
-            daemon.process, "daemon.waiting_for_database"), timeout=20,
-            message="the daemon to say it waits")
+        wait_for(lambda: "daemon.waiting_for_database" in daemon.output(), timeout=20,
+                 message="the daemon to say it waits")
         assert daemon.process.poll() is None  # waiting, not ended
         server.start()
         server.sql(f"ALTER DATABASE postgres OWNER TO {ROLE}")
         daemon.wait_ready(timeout=30)
     finally:
         server.kill()
-
-
-def _reads_line(process: subprocess.Popen[str], words: str) -> bool:
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    return words in line
 
 
 def test_a_wrong_password_is_refused_at_start_and_never_shown(
@@ -178,7 +173,7 @@ def test_two_nodes_starting_together_migrate_once(postgres_server: PostgresServe
     uri = postgres_server.uri(postgres_server.create_database())
     with ThreadPoolExecutor(3) as pool:
         ledgers = list(pool.map(lambda _: ledger_for(uri), range(3)))
-    assert {ledger.schema_version for ledger in ledgers} == {4}
+    assert {ledger.schema_version for ledger in ledgers} == {5}
     for ledger in ledgers:
         ledger.close()
 

@@ -19,6 +19,7 @@ from broadcaster.config import load_config
 from broadcaster.models import AlertKind, DeliveryState, Mode, Receipt, Severity, new_id, utcnow
 from broadcaster.scheduler import Timekeeper
 from broadcaster.store import AuditEntry, Database, Ledger, NewAlert, NewDelivery
+from broadcaster.store.records import ClaimRequest
 from tests.conftest import ledger_for
 from tests.support import eventually, write_config
 from tests.test_dispatch import Engine, channel_config
@@ -179,7 +180,7 @@ def test_retention_removes_texts_and_attempts_and_keeps_the_audit_chain(
     store = ledger
     old = _alert(["a"])
     store.accept_alert(old, AuditEntry(actor="duty-1", action="alert.send"))
-    claim = store.claim_many([("a", 5)], utcnow())[0]
+    claim = store.claim_many([ClaimRequest("a", 5)], utcnow())[0]
     from broadcaster.store import Outcome
     store.finish_attempt(claim.deliveries[0].id, 1, Outcome(
         "delivered", DeliveryState.DELIVERED, 0.1, receipt=Receipt("r1")), utcnow())

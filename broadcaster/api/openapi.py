@@ -186,6 +186,23 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["channels"],
         "properties": {"channels": {"type": "array", "items": _ref("Channel")}},
     },
+    "Node": {
+        "type": "object",
+        "required": ["name", "version", "address", "state", "this", "started_at",
+                     "last_seen_at", "stopped_at", "attempts_under_way"],
+        "properties": {
+            "name": {"type": "string"}, "version": {"type": "string"},
+            "address": _nullable("string"),
+            "state": {"type": "string", "enum": ["running", "stopped", "lost"]},
+            "this": {"type": "boolean", "description": "the node that answered"},
+            "started_at": TIME, "last_seen_at": TIME, "stopped_at": TIME,
+            "attempts_under_way": {"type": "integer", "description": "leases it holds"},
+        },
+    },
+    "NodeList": {
+        "type": "object", "required": ["nodes"],
+        "properties": {"nodes": {"type": "array", "items": _ref("Node")}},
+    },
 }
 
 _ERRORS = {
@@ -292,6 +309,10 @@ PATHS: dict[str, Any] = {
     "/api/v1/channels": {
         "get": {"summary": "Channels with health (role viewer)",
                 "responses": _answers(200, "ChannelList", "Every configured channel")},
+    },
+    "/api/v1/nodes": {
+        "get": {"summary": "The nodes on the ledger, their state and work (role viewer)",
+                "responses": _answers(200, "NodeList", "Every node that ever joined")},
     },
 }
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from broadcaster.cli.common import EXIT_INVALID, EXIT_OK, CommandFailed, add_config_option, load
 from broadcaster.config import POSTGRES_SCHEMES, postgres_uri_problem
 from broadcaster.models import utcnow
-from broadcaster.store import backup, daemon_lock
+from broadcaster.store import backup
 
 PREFIX = "broadcaster-"
 SUFFIX = ".db"  # a SQLite file
@@ -116,7 +116,9 @@ def run_migrate(args: argparse.Namespace) -> int:
                                 EXIT_INVALID) from None
     if not source.is_file():
         raise CommandFailed(f"there is no SQLite ledger at {source}", EXIT_INVALID)
-    lock = daemon_lock(source)
+    from broadcaster.store.sqlite import DaemonLock
+
+    lock = DaemonLock(source)
     lock.acquire()  # AlreadyRunning: the daemon must be stopped for a consistent copy
     try:
         sqlite = SqliteLedger(source)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from broadcaster import logs
 from broadcaster.cli.common import EXIT_OK, CommandFailed, add_config_option, load
+from broadcaster.config import with_node
 from broadcaster.sandbox.options import SandboxOptions
 
 
@@ -17,6 +18,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--wait-for-database", action="store_true",
         help="wait for a PostgreSQL server that does not answer yet instead of ending the "
         "start (the systemd unit uses it; a refused login still ends it at once)")
+    serve.add_argument("--node", metavar="NAME",
+                       help="this node's name in the ledger (default: [service] node, else "
+                       "the host name)")
     add_config_option(serve)
     serve.set_defaults(handler=serve_daemon)
 
@@ -41,6 +45,8 @@ def serve_daemon(args: argparse.Namespace) -> int:
     from broadcaster.daemon import serve
 
     config = load(args)
+    if args.node is not None:
+        config = with_node(config, args.node)
     scrubber = logs.setup(config.service.log_format, config.secret_values())
     asyncio.run(serve(config, scrubber, wait_for_database=args.wait_for_database))
     return EXIT_OK

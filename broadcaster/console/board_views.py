@@ -8,12 +8,14 @@ retry), so the two-person rule and the audit trail hold the same way.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 
 from broadcaster.api.alerts import approve, retry, withdraw
-from broadcaster.appkeys import CATALOG, CONFIG, DATABASE, HEALTH, SCRUBBER, current_user
+from broadcaster.api.nodes import node_state
+from broadcaster.appkeys import CATALOG, CLOCK, CONFIG, DATABASE, HEALTH, SCRUBBER, current_user
 from broadcaster.auth import role_allows
 from broadcaster.console.guard import page
 from broadcaster.console.i18n import translator
@@ -52,9 +54,17 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
             "message": app[SCRUBBER].scrub(health.message),
         })
     t = translator(language(request))
+    nodes = []
+    if database.store.features.several_nodes:  # one SQLite node: nothing to compare
+        lease = timedelta(seconds=app[CONFIG].service.lease_seconds)
+        now = app[CLOCK]()
+        nodes = [{"name": n.name, "this": n.name == app[CONFIG].service.node,
+                  "state": node_state(n, now, lease), "last_seen": n.last_seen_at,
+                  "attempts_under_way": n.leases, "version": n.version}
+                 for n in await database.read(database.store.list_nodes)]
     return render(request, "dashboard.html", title=t("dash.title"), delivering=delivering,
                   awaiting=awaiting, scheduled=scheduled, expired=expired, recent=recent,
-                  channels=channels, titles=_titles(request))
+                  channels=channels, nodes=nodes, titles=_titles(request))
 
 
 @page("viewer")

@@ -73,6 +73,15 @@ TEXTS: dict[str, tuple[str, str]] = {
                    "scheduled time)."),
     "dash.none": ("Keine.", "None."),
     "dash.channels": ("Kanäle", "Channels"),
+    "dash.nodes": ("Knoten des Warnsystems", "Nodes of the alert system"),
+    "node.this": ("dieser", "this one"),
+    "node.running": ("läuft", "running"),
+    "node.stopped": ("beendet", "stopped"),
+    "node.lost": ("AUSGEFALLEN – seine Arbeit übernehmen die anderen",
+                  "LOST – the others take over its work"),
+    "node.detail": ("zuletzt gemeldet {seen} · {work} Zustellung(en) in Arbeit · Version "
+                    "{version}", "last seen {seen} · {work} delivery(ies) under way · version "
+                    "{version}"),
     "dash.read_only": ("Sie haben Lesezugriff: Meldungen senden können nur Einsatzkräfte.",
                        "You have read access: only officers can send alerts."),
     "channel.up": ("bereit", "up"),

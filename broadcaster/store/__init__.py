@@ -34,6 +34,7 @@ from broadcaster.store.records import (
     DueDelivery,
     NewAlert,
     NewDelivery,
+    NodeRecord,
     Outcome,
     Recovered,
     User,
@@ -45,8 +46,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IDEMPOTENCY_WINDOW", "SCHEDULED", "AuditEntry", "BackupReport", "Claim", "ConsoleSession",
-    "Database", "DueDelivery", "Ledger", "NewAlert", "NewDelivery", "Outcome", "Recovered",
-    "User", "backup", "daemon_lock", "open_database", "open_ledger", "reach",
+    "Database", "DueDelivery", "Ledger", "NewAlert", "NewDelivery", "NodeRecord", "Outcome",
+    "Recovered", "User", "backup", "daemon_lock", "open_database", "open_ledger", "reach",
 ]
 
 
@@ -89,12 +90,11 @@ def reach(database: Path | PostgresDatabase) -> None:
         postgres_connection(database).connect().close()
 
 
-def daemon_lock(database: Path | PostgresDatabase) -> Lock:
-    """The lock that keeps a second daemon off a ledger that is not shared."""
+def daemon_lock(database: Path | PostgresDatabase) -> Lock | None:
+    """The lock that keeps a second daemon off a SQLite file; None for PostgreSQL,
+    where several nodes share the ledger (the node registry keeps names apart)."""
     if isinstance(database, PostgresDatabase):
-        from broadcaster.store.postgres import PostgresDaemonLock
-
-        return PostgresDaemonLock(postgres_connection(database))
+        return None
     from broadcaster.store.sqlite import DaemonLock
 
     return DaemonLock(database)

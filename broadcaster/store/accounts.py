@@ -114,8 +114,14 @@ class Accounts(AuditLog):
         locked: list[datetime] = []
         with self._write() as db:
             for subject, limit in limits:
-                row = db.execute("SELECT failures, window_start, locked_until FROM "
-                                 "login_throttle WHERE subject = ?", (subject,)).fetchone()
+                # The row exists first, then is locked: failures counted on several
+                # nodes at the same moment all count.
+                db.execute("INSERT INTO login_throttle (subject, failures, window_start) "
+                           "VALUES (?, 0, ?) ON CONFLICT (subject) DO NOTHING",
+                           (subject, ts(now)))
+                row = db.execute("SELECT failures, window_start, locked_until FROM "  # noqa: S608 - constants
+                                 "login_throttle WHERE subject = ?" + self._for_update,
+                                 (subject,)).fetchone()
                 failures, start = (0, now) if row is None else (row[0], from_ts(row[1]))
                 if row is not None and row[2] is not None and from_ts(row[2]) > now:
                     locked.append(from_ts(row[2]))

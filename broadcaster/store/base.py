@@ -62,6 +62,9 @@ class Plumbing(ABC):
     """The backend's half of the contract; the shared transitions build on it."""
 
     features: Features
+    # Appended to a SELECT whose rows the transaction goes on to change, where the
+    # backend has several writers (PostgreSQL: " FOR UPDATE"); SQLite has one.
+    _for_update = ""
 
     @abstractmethod
     def _write(self, durable: bool = False) -> AbstractContextManager[Tx]:

@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 from broadcaster.errors import Conflict, NotFound
 from broadcaster.models import Alert, AlertKind, Delivery, DeliveryState, Mode, Receipt, Severity
 from broadcaster.store.auditlog import AuditLog
-from broadcaster.store.base import THREAD, Tx
+from broadcaster.store.base import THREAD, Tx, marks
 from broadcaster.store.reading import Reading
 from broadcaster.store.records import (
     IDEMPOTENCY_WINDOW,
     SCHEDULED,
     AuditEntry,
     Claim,
+    ClaimRequest,
     DueDelivery,
+    Finished,
+    Lease,
     NewAlert,
     Outcome,
     Recovered,
@@ -32,28 +36,34 @@ from broadcaster.store.records import (
 )
 
 # One channel's due deliveries in queue order: not held, not waiting for a time, not
-# behind an earlier message of the same thread that is still on its way.
-_DUE_SQL = """
-    SELECT d.id, d.channel, d.alert_id, d.attempts, d.headline, d.text, d.queued_at,
-           a.kind, a.mode, a.severity, a.references_id, a.created_at
-    FROM deliveries d JOIN alerts a ON a.id = d.alert_id
-    WHERE d.channel = ? AND d.state = 'queued' AND a.hold IS NULL
+# behind an earlier message of the same thread that is still on its way. Walks the
+# partial index deliveries_queue and stops at the limit, however long the queue.
+DUE_COLUMNS = """d.id, d.channel, d.alert_id, d.attempts, d.headline, d.text, d.queued_at,
+           a.kind, a.mode, a.severity, a.references_id, a.created_at"""
+DUE_WHERE = """d.state = 'queued' AND a.hold IS NULL
       AND (d.not_before IS NULL OR d.not_before <= ?)
       AND NOT EXISTS (
           SELECT 1 FROM deliveries p
           WHERE p.alert_id = a.references_id AND p.channel = d.channel
-            AND p.state IN ('queued', 'sending'))
-    ORDER BY d.queued_at, d.id
-    LIMIT ?
-"""
+            AND p.state IN ('queued', 'sending'))"""
+_DUE_ONE = f"""
+    SELECT * FROM (SELECT {DUE_COLUMNS}
+    FROM deliveries d JOIN alerts a ON a.id = d.alert_id
+    WHERE d.channel = ? AND {DUE_WHERE}
+    ORDER BY d.queued_at, d.id LIMIT ?)"""  # noqa: S608 - constants
 _NEXT_DUE_SQL = """
-    SELECT MIN(d.not_before) FROM deliveries d JOIN alerts a ON a.id = d.alert_id
-    WHERE d.channel = ? AND d.state = 'queued' AND a.hold IS NULL AND d.not_before > ?
+    SELECT d.channel, MIN(d.not_before) FROM deliveries d JOIN alerts a ON a.id = d.alert_id
+    WHERE d.channel IN ({channels}) AND d.state = 'queued' AND a.hold IS NULL
+      AND d.not_before > ?
+    GROUP BY d.channel
 """
+_UNION_WIDTH = 100  # channels per statement (SQLite allows 500 compound members)
+
+
 class Deliveries(AuditLog, Reading):
-    # Appended to the claim query where the backend can lock the rows it claims and
-    # skip those another node is claiming at the same moment.
-    _claim_lock = ""
+    # Appended to queries over `sending` rows that resolve them, where the backend can
+    # lock those rows and skip what another node is resolving at the same moment.
+    _claim_skip = ""
 
     def check_writable(self, now: datetime) -> None:
         """Prove the database takes a write now (readiness); StoreUnavailable if not."""
@@ -140,38 +150,121 @@ class Deliveries(AuditLog, Reading):
 
     # -- the dispatcher's transitions ------------------------------------------
 
-    def claim_many(self, requests: Sequence[tuple[str, int]], now: datetime) -> list[Claim]:
+    def claim_many(self, requests: Sequence[ClaimRequest], now: datetime,
+                   lease: Lease | None = None) -> list[Claim]:
         """Several lanes' claims in one transaction (group commit): each channel's due
-        deliveries up to its limit are marked `sending` and get an attempt row."""
-        limits: dict[str, int] = {}
-        for channel, limit in requests:
-            limits[channel] = max(limit, limits.get(channel, 0))
+        deliveries, up to the lane's free slots and within the channel's cluster-wide
+        in-flight limit and rate budget, are marked `sending` under ``lease`` and get
+        an attempt row."""
+        merged: dict[str, ClaimRequest] = {}
+        for request in requests:
+            known = merged.get(request.channel)
+            if known is None or request.limit > known.limit:
+                merged[request.channel] = request
         stamp = ts(now)
         claims: dict[str, Claim] = {}
         with self._write() as db:
-            for channel, limit in limits.items():
-                rows = db.execute(_DUE_SQL + self._claim_lock,
-                                  (channel, stamp, limit + 1)).fetchall()
-                taken = rows[:limit]
+            budgets = self._budgets(db, [r for r in merged.values() if r.rate], stamp)
+            under_way = self._under_way(db, [c for c, r in merged.items() if r.max_in_flight])
+            wants: dict[str, tuple[int, str | None]] = {}
+            for channel, request in sorted(merged.items()):
+                allowed, held_by = request.limit, None
+                if request.max_in_flight is not None:
+                    slots = max(0, request.max_in_flight - under_way.get(channel, 0))
+                    if slots < allowed:
+                        allowed, held_by = slots, "slots"
+                tokens = budgets.get(channel)
+                if tokens is not None and int(tokens) < allowed:
+                    allowed, held_by = int(tokens), "rate"
+                wants[channel] = (allowed, held_by)
+            due_rows = self._due_rows(db, {c: n for c, (n, _) in wants.items()}, stamp)
+            taken_all = [r for c, (n, _) in wants.items() for r in due_rows[c][:n]]
+            if taken_all:
                 db.executemany(
                     "UPDATE deliveries SET state = 'sending', attempts = ?, "
-                    "first_attempt_at = COALESCE(first_attempt_at, ?), updated_at = ? "
-                    "WHERE id = ?", [(r[3] + 1, stamp, stamp, r[0]) for r in taken])
+                    "first_attempt_at = COALESCE(first_attempt_at, ?), updated_at = ?, "
+                    "lease_node = ?, lease_until = ? WHERE id = ?",
+                    [(r[3] + 1, stamp, stamp, lease.node if lease else None,
+                      ts(lease.until) if lease else None, r[0]) for r in taken_all])
                 db.executemany(
                     "INSERT INTO attempts (delivery_id, number, started_at) VALUES (?, ?, ?)",
-                    [(r[0], r[3] + 1, stamp) for r in taken])
+                    [(r[0], r[3] + 1, stamp) for r in taken_all])
+            idle = [c for c, (n, _) in wants.items() if len(due_rows[c]) <= n]
+            next_due = dict(db.execute(_NEXT_DUE_SQL.format(channels=marks(idle)),
+                                       (*idle, stamp)).fetchall()) if idle else {}
+            for channel, (allowed, held_by) in wants.items():
+                rows = due_rows[channel]
+                taken = rows[:allowed]
                 due = [DueDelivery(
                     id=r[0], alert_id=r[2], channel=r[1], attempts=r[3] + 1, headline=r[4],
                     text=r[5], queued_at=from_ts(r[6]), kind=AlertKind(r[7]), mode=Mode(r[8]),
                     severity=Severity(r[9]), references=r[10], alert_created_at=from_ts(r[11]),
                     reply_to=self._thread_receipt(db, r[10], r[1]),
                 ) for r in taken]
-                next_due = None
-                if len(rows) <= limit:
-                    found = db.execute(_NEXT_DUE_SQL, (channel, stamp)).fetchone()
-                    next_due = parse_ts(found[0]) if found else None
-                claims[channel] = Claim(due, more_due=len(rows) > limit, next_due=next_due)
-        return [claims[channel] for channel, _ in requests]
+                budget_at = None
+                tokens = budgets.get(channel)
+                rate = merged[channel].rate
+                if tokens is not None and rate:
+                    left = tokens - len(taken)
+                    budgets[channel] = left
+                    if left < 1:
+                        budget_at = now + timedelta(seconds=(1 - left) / rate)
+                more = len(rows) > len(taken)
+                claims[channel] = Claim(due, more_due=more,
+                                        next_due=parse_ts(next_due.get(channel)),
+                                        held_by=held_by if more else None,
+                                        budget_at=budget_at)
+            db.executemany("UPDATE channel_budgets SET tokens = ?, updated_at = ? "
+                           "WHERE channel = ?",
+                           [(tokens, stamp, channel) for channel, tokens in budgets.items()])
+        return [claims[request.channel] for request in requests]
+
+    def _due_rows(self, db: Tx, wants: dict[str, int], stamp: str) -> dict[str, list[Any]]:
+        """Each channel's due deliveries, up to its number plus one (to learn whether
+        more are due), in one statement per hundred channels."""
+        found: dict[str, list[Any]] = {channel: [] for channel in wants}
+        items = list(wants.items())
+        for start in range(0, len(items), _UNION_WIDTH):
+            chunk = items[start:start + _UNION_WIDTH]
+            sql = " UNION ALL ".join([_DUE_ONE] * len(chunk))
+            params = [value for channel, n in chunk for value in (channel, stamp, n + 1)]
+            for row in db.execute(sql, params).fetchall():
+                found[row[1]].append(row)
+        for rows in found.values():
+            rows.sort(key=lambda r: (r[6], r[0]))  # queue order within each channel
+        return found
+
+    def _budgets(self, db: Tx, requests: Sequence[ClaimRequest], stamp: str
+                 ) -> dict[str, float]:
+        """Each rate-limited channel's tokens now (a bucket refilled at its rate up to
+        its burst), its row locked until the claim commits, in channel order."""
+        if not requests:
+            return {}
+        db.executemany("INSERT INTO channel_budgets (channel, tokens, updated_at) "
+                       "VALUES (?, ?, ?) ON CONFLICT (channel) DO NOTHING",
+                       [(r.channel, r.burst, stamp) for r in requests])
+        by_channel = {r.channel: r for r in requests}
+        rows = db.execute(
+            f"SELECT channel, tokens, updated_at FROM channel_budgets "  # noqa: S608
+            f"WHERE channel IN ({marks(list(by_channel))}) ORDER BY channel" + self._for_update,
+            list(by_channel)).fetchall()
+        now = from_ts(stamp)
+        budgets = {}
+        for channel, tokens, updated_at in rows:
+            request = by_channel[channel]
+            elapsed = max(0.0, (now - from_ts(updated_at)).total_seconds())
+            budgets[channel] = min(request.burst, tokens + elapsed * (request.rate or 0.0))
+        return budgets
+
+    @staticmethod
+    def _under_way(db: Tx, channels: Sequence[str]) -> dict[str, int]:
+        """Attempts under way per channel on every node (the partial index on `sending`)."""
+        if not channels:
+            return {}
+        rows = db.execute(
+            f"SELECT channel, COUNT(*) FROM deliveries WHERE state = 'sending' "  # noqa: S608
+            f"AND channel IN ({marks(channels)}) GROUP BY channel", list(channels)).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
 
     @staticmethod
     def _thread_receipt(db: Tx, alert_id: str | None, channel: str) -> Receipt | None:
@@ -193,72 +286,121 @@ class Deliveries(AuditLog, Reading):
         return None
 
     def finish_attempt(
-        self, delivery_id: str, attempt: int, outcome: Outcome, now: datetime
+        self, delivery_id: str, attempt: int, outcome: Outcome, now: datetime,
+        node: str | None = None,
     ) -> bool:
         """Record how attempt n ended and move the delivery on; False if stale."""
-        return self.finish_many([(delivery_id, attempt, outcome, now)])[0]
+        return self.finish_many([(delivery_id, attempt, outcome, now)], node)[0].written
 
-    def finish_many(self, items: Sequence[tuple[str, int, Outcome, datetime]]) -> list[bool]:
-        """Several attempts' ends in one transaction (group commit)."""
+    def finish_many(self, items: Sequence[tuple[str, int, Outcome, datetime]],
+                    node: str | None = None) -> list[Finished]:
+        """Several attempts' ends in one transaction (group commit). With ``node``, an
+        outcome is written only while that node still holds the delivery's lease: a
+        node that was frozen past its lease finds the work taken over, and its late
+        result is not written over the one of the node that took over (False)."""
         with self._write() as db:
-            return [self._finish(db, *item) for item in items]
+            return [self._finish(db, *item, node) for item in items]
 
     @staticmethod
     def _finish(db: Tx, delivery_id: str, attempt: int, outcome: Outcome,
-                now: datetime) -> bool:
+                now: datetime, node: str | None) -> Finished:
         receipt = outcome.receipt
+        held = (node,) if node is not None else ()
         changed = db.execute(
-            "UPDATE deliveries SET state = ?, error = ?, not_before = ?, updated_at = ?, "
+            "UPDATE deliveries SET state = ?, error = ?, not_before = ?, updated_at = ?, "  # noqa: S608 - constants
             "remote_id = COALESCE(?, remote_id), url = COALESCE(?, url), "
             "receipt_extra = COALESCE(?, receipt_extra), "
-            "delivered_at = CASE WHEN ? THEN ? ELSE delivered_at END "
-            "WHERE id = ? AND state = 'sending' AND attempts = ?",
+            "delivered_at = CASE WHEN ? THEN ? ELSE delivered_at END, "
+            "lease_node = NULL, lease_until = NULL "
+            "WHERE id = ? AND state = 'sending' AND attempts = ?"
+            + (" AND lease_node = ?" if held else ""),
             (outcome.state.value, outcome.message if outcome.state != DeliveryState.DELIVERED
              else None, ts(outcome.not_before) if outcome.not_before else None, ts(now),
              receipt.remote_id if receipt else None, receipt.url if receipt else None,
              json.dumps(dict(receipt.extra)) if receipt and receipt.extra else None,
-             outcome.state is DeliveryState.DELIVERED, ts(now), delivery_id, attempt),
+             outcome.state is DeliveryState.DELIVERED, ts(now), delivery_id, attempt, *held),
         ).rowcount
+        if not changed:
+            return Finished(False, False)  # stale: the attempt belongs to its new holder
         db.execute(
             "UPDATE attempts SET duration = ?, result = ?, error_class = ?, message = ? "
             "WHERE delivery_id = ? AND number = ?",
             (outcome.duration, outcome.result, outcome.error_class, outcome.message,
              delivery_id, attempt),
         )
-        return bool(changed)
+        unblocks = False
+        if outcome.state is not DeliveryState.QUEUED:
+            # A follow-up on this channel may have waited for this one (thread order).
+            unblocks = db.execute(
+                "SELECT 1 FROM deliveries d JOIN alerts f ON f.references_id = d.alert_id "
+                "JOIN deliveries q ON q.alert_id = f.id AND q.channel = d.channel "
+                "AND q.state = 'queued' WHERE d.id = ? LIMIT 1", (delivery_id,),
+            ).fetchone() is not None
+        return Finished(True, unblocks)
 
     def recover_interrupted(
-        self, policy: Callable[[str], str | None], now: datetime,
-        keep: Collection[str] = (),
+        self, policy: Callable[[str], str | None], now: datetime, node: str | None = None,
+        keep: Collection[str] = (), expired: bool = True,
     ) -> list[Recovered]:
-        """After a crash: every delivery left in `sending` goes back to the queue when
-        its channel may resend (policy returns "retry"), else becomes `unknown`.
-        ``keep``: deliveries this process still has under way (after an outage of the
-        ledger, only the others were orphaned)."""
-        recovered: list[Recovered] = []
+        """After a crash: deliveries left in `sending` go back to the queue when their
+        channel may resend (policy returns "retry"), else become `unknown`.
+
+        Without ``node``, every such delivery (one daemon on the ledger). With it, those
+        leased to this node (its previous run), to none, and, with ``expired``, those
+        whose lease ran out; never those in ``keep``, which this process still has
+        under way (after an outage of the ledger only the others were orphaned)."""
+        sql = "SELECT id, channel, attempts, alert_id, lease_node FROM deliveries " \
+              "WHERE state = 'sending'"
+        params: list[object] = []
+        if node is not None:
+            sql += " AND (lease_node IS NULL OR lease_node = ?"
+            params.append(node)
+            if expired:
+                sql += " OR lease_until < ?"
+                params.append(ts(now))
+            sql += ")"
+        with self._write() as db:
+            rows = [r for r in db.execute(sql + self._claim_skip, params).fetchall()
+                    if r[0] not in keep]
+            return self._resolve(db, rows, policy, now, lambda attempt, _: (
+                f"broadcaster stopped during attempt {attempt}; whether the platform "
+                "received it is unknown"))
+
+    def take_over_expired(self, policy: Callable[[str], str | None], now: datetime,
+                          node: str) -> list[Recovered]:
+        """Deliveries whose node stopped renewing its lease (killed, frozen, cut off
+        from the ledger): resolved by the same rule as after a crash, by ``node``."""
         with self._write() as db:
             rows = db.execute(
-                "SELECT id, channel, attempts, alert_id FROM deliveries WHERE state = 'sending'"
-            ).fetchall()
-            for delivery_id, channel, attempt, alert_id in rows:
-                if delivery_id in keep:
-                    continue
-                verdict = policy(channel)
-                state = DeliveryState.QUEUED if verdict == "retry" else DeliveryState.UNKNOWN
-                why = (f"broadcaster stopped during attempt {attempt}; whether the platform "
-                       "received it is unknown")
-                if verdict is None:
-                    why += f" (channel {channel!r} is no longer configured)"
-                db.execute(
-                    "UPDATE deliveries SET state = ?, error = ?, not_before = NULL, "
-                    "updated_at = ? WHERE id = ?", (state.value, why, ts(now), delivery_id),
-                )
-                db.execute(
-                    "UPDATE attempts SET result = 'interrupted', message = ? "
-                    "WHERE delivery_id = ? AND number = ? AND result IS NULL",
-                    (why, delivery_id, attempt),
-                )
-                recovered.append(Recovered(delivery_id, channel, attempt, state, alert_id))
+                "SELECT id, channel, attempts, alert_id, lease_node FROM deliveries "  # noqa: S608 - constants
+                "WHERE state = 'sending' AND lease_until < ?" + self._claim_skip,
+                (ts(now),)).fetchall()
+            return self._resolve(db, rows, policy, now, lambda attempt, holder: (
+                f"node {holder} stopped renewing its lease during attempt {attempt}; taken "
+                f"over by node {node}; whether the platform received it is unknown"))
+
+    def _resolve(self, db: Tx, rows: Sequence[Any], policy: Callable[[str], str | None],
+                 now: datetime, why: Callable[[int, str | None], str]) -> list[Recovered]:
+        recovered: list[Recovered] = []
+        for delivery_id, channel, attempt, alert_id, holder in rows:
+            verdict = policy(channel)
+            state = DeliveryState.QUEUED if verdict == "retry" else DeliveryState.UNKNOWN
+            message = why(attempt, holder)
+            if verdict is None:
+                message += f" (channel {channel!r} is no longer configured)"
+            db.execute(
+                "UPDATE deliveries SET state = ?, error = ?, not_before = NULL, "
+                "updated_at = ?, lease_node = NULL, lease_until = NULL WHERE id = ?",
+                (state.value, message, ts(now), delivery_id),
+            )
+            db.execute(
+                "UPDATE attempts SET result = 'interrupted', message = ? "
+                "WHERE delivery_id = ? AND number = ? AND result IS NULL",
+                (message, delivery_id, attempt),
+            )
+            recovered.append(Recovered(delivery_id, channel, attempt, state, alert_id, holder))
+        if recovered:
+            self._announce(db, sorted({r.channel for r in recovered}))
         return recovered
 
     # -- officers' actions ----------------------------------------------------
@@ -273,10 +415,12 @@ class Deliveries(AuditLog, Reading):
             if row[0] not in (DeliveryState.FAILED, DeliveryState.UNKNOWN):
                 raise Conflict(f"delivery {delivery_id} is {row[0]}; only failed or unknown "
                                "deliveries can be retried")
-            db.execute(
+            if not db.execute(
                 "UPDATE deliveries SET state = 'queued', not_before = NULL, queued_at = ?, "
-                "updated_at = ? WHERE id = ?", (ts(now), ts(now), delivery_id),
-            )
+                "updated_at = ? WHERE id = ? AND state IN ('failed', 'unknown')",
+                (ts(now), ts(now), delivery_id),
+            ).rowcount:  # another officer retried it a moment ago
+                raise Conflict(f"delivery {delivery_id} was retried meanwhile")
             self._append_audit(db, entry, now)
             self._announce(db, [row[1]])
         return self.get_delivery(delivery_id)
@@ -293,7 +437,9 @@ class Deliveries(AuditLog, Reading):
             if row[0] != hold:
                 raise Conflict(f"alert {alert_id} is not {hold.replace('_', ' ')}")
             then = SCHEDULED if row[1] is not None and from_ts(row[1]) > now else None
-            db.execute("UPDATE alerts SET hold = ? WHERE id = ?", (then, alert_id))
+            if not db.execute("UPDATE alerts SET hold = ? WHERE id = ? AND hold = ?",
+                              (then, alert_id, hold)).rowcount:  # confirmed meanwhile
+                raise Conflict(f"alert {alert_id} is not {hold.replace('_', ' ')}")
             self._append_audit(db, entry, now)
             if then is None:
                 self._announce_alert(db, alert_id)
@@ -305,7 +451,10 @@ class Deliveries(AuditLog, Reading):
             row = db.execute("SELECT hold FROM alerts WHERE id = ?", (alert_id,)).fetchone()
             if row is None:
                 raise NotFound(f"alert {alert_id} not found")
-            if row[0] is None:
+            released = row[0] is None or not db.execute(
+                "UPDATE alerts SET hold = NULL WHERE id = ? AND hold = ?",
+                (alert_id, row[0])).rowcount  # released or fired meanwhile
+            if released:
                 raise Conflict(f"alert {alert_id} is already being delivered; send a "
                                "correction or an all-clear instead")
             db.execute(
@@ -313,6 +462,5 @@ class Deliveries(AuditLog, Reading):
                 "WHERE alert_id = ? AND state = 'queued'",
                 (f"withdrawn by {entry.actor} before it was sent", ts(now), alert_id),
             )
-            db.execute("UPDATE alerts SET hold = NULL WHERE id = ?", (alert_id,))
             self._append_audit(db, entry, now)
         return self.get_alert(alert_id)

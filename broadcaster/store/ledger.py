@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from broadcaster.store.accounts import Accounts
 from broadcaster.store.deliveries import Deliveries
+from broadcaster.store.nodes import Nodes
 from broadcaster.store.timeline import Timeline
 
 
-class Ledger(Deliveries, Timeline, Accounts):
+class Ledger(Deliveries, Timeline, Accounts, Nodes):
     """Alerts, deliveries, attempts, users, sessions and the audit chain in one database."""

@@ -36,12 +36,12 @@ from psycopg.types.datetime import TimestamptzLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from broadcaster.errors import (
-    AlreadyRunning,
     DatabaseUnreachable,
     StoreError,
     StoreUnavailable,
 )
 from broadcaster.store.base import Features, Tx
+from broadcaster.store.deliveries import DUE_COLUMNS, DUE_WHERE
 from broadcaster.store.ledger import Ledger
 from broadcaster.store.records import AuditEntry, NewAlert, ts
 from broadcaster.store.schema_postgres import MIGRATIONS, SCHEMA_VERSION
@@ -57,10 +57,9 @@ POOL_TIMEOUT = 3.0  # seconds a call waits for a working connection before 503
 CONNECT_TIMEOUT = 5  # libpq connect_timeout, unless the URI sets one
 WORK_CHANNEL = "broadcaster_work"  # LISTEN/NOTIFY: channels with new work
 NOTIFY_PAYLOAD_MAX = 7000  # PostgreSQL's limit is 8000 bytes; beyond: wake every lane
-# Advisory lock keys (arbitrary, fixed): the audit chain, migrations, the daemon.
+# Advisory lock keys (arbitrary, fixed): the audit chain, migrations.
 _AUDIT_LOCK = 7_251_001
 _MIGRATION_LOCK = 7_251_002
-_DAEMON_LOCK = 7_251_003
 
 
 # The server answered and said no: waiting for it will not help (a server that is
@@ -113,6 +112,15 @@ class Connection:
                 "check [service] database and database_password, and that the server "
                 "runs and accepts this host", may_come_back=not refused,
             ) from None
+
+
+_DUE_LATERAL = f"""
+    SELECT t.* FROM unnest(CAST(? AS text[]), CAST(? AS integer[])) AS c(channel, n)
+    CROSS JOIN LATERAL (
+        SELECT {DUE_COLUMNS} FROM deliveries d JOIN alerts a ON a.id = d.alert_id
+        WHERE d.channel = c.channel COLLATE "C" AND {DUE_WHERE}
+        ORDER BY d.queued_at, d.id LIMIT c.n
+        FOR UPDATE OF d SKIP LOCKED) t"""  # noqa: S608 - constants
 
 
 @functools.lru_cache(maxsize=512)
@@ -316,9 +324,21 @@ class PostgresLedger(Ledger):
 
         await listen_for_work(self.connection, wake)
 
-    # Claims lock the rows they take; another process claiming at the same moment
-    # skips them instead of waiting or taking them twice.
-    _claim_lock = " FOR UPDATE OF d SKIP LOCKED"
+    _for_update = " FOR UPDATE"
+
+    _claim_skip = " FOR UPDATE SKIP LOCKED"
+
+    def _due_rows(self, db: Tx, wants: dict[str, int], stamp: str) -> dict[str, list[Any]]:
+        """Every channel's due deliveries in one round trip (LATERAL over the channels).
+        Claims lock the rows they take; another node claiming at the same moment skips
+        them instead of waiting for them or taking them twice."""
+        found: dict[str, list[Any]] = {channel: [] for channel in wants}
+        if wants:
+            rows = db.execute(_DUE_LATERAL, (list(wants), [n + 1 for n in wants.values()],
+                                             stamp)).fetchall()
+            for row in rows:
+                found[row[1]].append(row)
+        return found
 
     def accept_alert(self, alert: NewAlert, entry: AuditEntry) -> tuple[str, bool]:
         try:
@@ -343,28 +363,3 @@ def _schema_version(connection: psycopg.Connection[Any]) -> int:
         return 0
     found = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     return int(found[0]) if found else 0
-
-
-class PostgresDaemonLock:
-    """One daemon per PostgreSQL ledger, until several nodes share one: a session
-    advisory lock held on a connection of its own for the daemon's life."""
-
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
-        self._holder: psycopg.Connection[Any] | None = None
-
-    def acquire(self) -> None:
-        holder = self.connection.connect()
-        row = holder.execute("SELECT pg_try_advisory_lock(%s)", (_DAEMON_LOCK,)).fetchone()
-        if row is None or not row[0]:
-            holder.close()
-            raise AlreadyRunning(
-                f"another broadcaster daemon is serving the PostgreSQL ledger at "
-                f"{self.connection.hosts}; stop it first"
-            )
-        self._holder = holder
-
-    def release(self) -> None:
-        if self._holder is not None:
-            self._holder.close()
-            self._holder = None

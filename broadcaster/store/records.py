@@ -122,12 +122,70 @@ class DueDelivery:
 
 
 @dataclass(frozen=True)
+class ClaimRequest:
+    """What one lane asks for: up to ``limit`` deliveries (its free slots), within the
+    channel's limits for the whole cluster (None: no such limit)."""
+
+    channel: str
+    limit: int
+    max_in_flight: int | None = None  # attempts under way on every node together
+    rate: float | None = None  # messages per second, every node together
+    burst: float = 1.0
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How writing an attempt's end went."""
+
+    written: bool  # False: stale (the attempt was resolved elsewhere)
+    unblocks: bool  # a follow-up on the same channel waited for this one to finish
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who claims, and until when the claim holds unless renewed."""
+
+    node: str
+    until: datetime
+
+
+@dataclass(frozen=True)
 class Claim:
     """What a lane took from its queue, and what remains."""
 
     deliveries: list[DueDelivery]
     more_due: bool  # more deliveries are due right now than were taken
     next_due: datetime | None  # when the next delivery waiting for a time falls due
+    # Why not more were taken although due: "rate" (the budget refills at
+    # ``budget_at``) or "slots" (the cluster's in-flight limit); None: the lane's own
+    # slots, or nothing more was due.
+    held_by: str | None = None
+    budget_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """A node as the registry knows it."""
+
+    name: str
+    version: str
+    address: str | None
+    started_at: datetime
+    last_seen_at: datetime
+    stopped_at: datetime | None
+    leases: int  # attempts it has under way
+
+
+@dataclass(frozen=True)
+class HealthRecord:
+    """A channel's last health check, shared by every node."""
+
+    channel: str
+    up: bool
+    credentials_ok: bool
+    message: str
+    checked_at: datetime
+    node: str
 
 
 @dataclass(frozen=True)
@@ -150,6 +208,7 @@ class Recovered:
     attempt: int
     state: DeliveryState
     alert_id: str
+    node: str | None = None  # whose lease it was
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,39 @@ MIGRATIONS: list[str] = [
         WHERE expires_at IS NOT NULL AND expired_at IS NULL;
     CREATE INDEX alerts_repeat_of ON alerts (repeat_of) WHERE repeat_of IS NOT NULL;
     """,
+    # 4 → 5: several nodes on one ledger: leases, the node registry, cluster-wide
+    # rate budgets, duties that run once in the cluster, shared channel health
+    """
+    ALTER TABLE deliveries ADD COLUMN lease_node text COLLATE "C";
+    ALTER TABLE deliveries ADD COLUMN lease_until timestamptz;
+    CREATE TABLE nodes (
+        name         text COLLATE "C" PRIMARY KEY,
+        instance     text NOT NULL,
+        version      text NOT NULL,
+        address      text,
+        started_at   timestamptz NOT NULL,
+        last_seen_at timestamptz NOT NULL,
+        stopped_at   timestamptz
+    );
+    CREATE TABLE channel_budgets (
+        channel    text COLLATE "C" PRIMARY KEY,
+        tokens     double precision NOT NULL,
+        updated_at timestamptz NOT NULL
+    );
+    CREATE TABLE duties (
+        name        text COLLATE "C" PRIMARY KEY,
+        node        text NOT NULL,
+        last_run_at timestamptz NOT NULL
+    );
+    CREATE TABLE channel_health (
+        channel        text COLLATE "C" PRIMARY KEY,
+        up             boolean NOT NULL,
+        credentials_ok boolean NOT NULL,
+        message        text NOT NULL,
+        checked_at     timestamptz NOT NULL,
+        node           text NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

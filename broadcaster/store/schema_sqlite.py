@@ -133,6 +133,39 @@ MIGRATIONS: list[str] = [
         WHERE expires_at IS NOT NULL AND expired_at IS NULL;
     CREATE INDEX alerts_repeat_of ON alerts (repeat_of) WHERE repeat_of IS NOT NULL;
     """,
+    # 4 → 5: several nodes on one ledger: leases, the node registry, cluster-wide
+    # rate budgets, duties that run once in the cluster, shared channel health
+    """
+    ALTER TABLE deliveries ADD COLUMN lease_node TEXT;    -- the node whose attempt runs
+    ALTER TABLE deliveries ADD COLUMN lease_until TEXT;   -- renewed while it runs
+    CREATE TABLE nodes (
+        name         TEXT PRIMARY KEY,
+        instance     TEXT NOT NULL,               -- one process's run, new at each start
+        version      TEXT NOT NULL,
+        address      TEXT,                        -- where its API listens
+        started_at   TEXT NOT NULL,
+        last_seen_at TEXT NOT NULL,               -- heartbeat
+        stopped_at   TEXT                         -- a clean stop
+    );
+    CREATE TABLE channel_budgets (
+        channel    TEXT PRIMARY KEY,
+        tokens     REAL NOT NULL,                 -- messages that may go now (token bucket)
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE duties (
+        name        TEXT PRIMARY KEY,             -- health:<channel>, retention
+        node        TEXT NOT NULL,
+        last_run_at TEXT NOT NULL
+    );
+    CREATE TABLE channel_health (
+        channel        TEXT PRIMARY KEY,
+        up             INTEGER NOT NULL,
+        credentials_ok INTEGER NOT NULL,
+        message        TEXT NOT NULL,
+        checked_at     TEXT NOT NULL,
+        node           TEXT NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -35,8 +35,11 @@ class Timeline(AuditLog, Reading):
             if row is None or row[0] != SCHEDULED:
                 return None
             late = max(0.0, (now - from_ts(row[1])).total_seconds())
-            db.execute("UPDATE alerts SET hold = NULL, fired_at = ?, late_seconds = ? "
-                       "WHERE id = ?", (ts(now), round(late, 3), alert_id))
+            # Conditional: of two nodes firing at the same moment, one changes the row.
+            if not db.execute("UPDATE alerts SET hold = NULL, fired_at = ?, late_seconds = ? "
+                              "WHERE id = ? AND hold = ?",
+                              (ts(now), round(late, 3), alert_id, SCHEDULED)).rowcount:
+                return None
             self._append_audit(db, AuditEntry(
                 actor="scheduler", action="alert.fired", subject=alert_id,
                 details={"late_seconds": round(late, 3)}), now)
