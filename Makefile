@@ -35,8 +35,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict broadcaster
 
+# Two workers: most tests wait on real servers and processes, not on the CPU.
 test: $(STAMP) system-tools lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
