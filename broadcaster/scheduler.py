@@ -45,6 +45,7 @@ log = logging.getLogger("broadcaster.scheduler")
 Clock = Callable[[], datetime]
 HOUSEKEEPING_EVERY = timedelta(hours=24)
 RESYNC = 5.0  # seconds between looks at the ledger for other nodes' schedules
+RETENTION_PAUSE = 0.05  # seconds between retention batches
 SCHEDULER_ACTOR = "scheduler"
 REPEAT_KEY = "repeat:"
 
@@ -321,6 +322,9 @@ class Timekeeper:
         # between them, so a pass over a large ledger never holds up an alert.
         while batch := await self.db.run(self.db.store.apply_retention, cutoff, now):
             pruned += batch
+            # Retention is never urgent: a breath between batches lets the disk write
+            # them out while accepts and claims go first.
+            await asyncio.sleep(RETENTION_PAUSE)
         if pruned:
             event(log, "housekeeping.retention", alerts=pruned, before=cutoff.isoformat())
 

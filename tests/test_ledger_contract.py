@@ -25,7 +25,7 @@ from broadcaster.models import (
     utcnow,
 )
 from broadcaster.store import SCHEDULED, AuditEntry, Ledger, NewAlert, NewDelivery, Outcome, User
-from broadcaster.store.records import ClaimRequest
+from broadcaster.store.records import ClaimRequest, Lease
 
 ENTRY = AuditEntry(actor="duty-1", action="alert.send", address="127.0.0.1")
 
@@ -273,3 +273,54 @@ def test_the_ledger_takes_a_write_and_knows_its_schema(ledger: Ledger) -> None:
     ledger.check_writable(utcnow())
     assert ledger.schema_version == 5
     assert ledger.table_counts()["alerts"] == 0
+
+
+def test_a_channel_s_rate_budget_and_in_flight_limit_hold_across_claims(
+        ledger: Ledger) -> None:
+    for _ in range(6):
+        ledger.accept_alert(_alert(["a"]), ENTRY)
+    now = utcnow()
+    rate = ClaimRequest("a", 10, max_in_flight=3, rate=2.0, burst=2.0)
+    first = ledger.claim_many([rate], now)[0]
+    assert len(first.deliveries) == 2 and first.held_by == "rate"  # the burst
+    assert first.budget_at is not None
+    assert abs((first.budget_at - now).total_seconds() - 0.5) < 0.01
+    assert ledger.claim_many([rate], now)[0].deliveries == []  # another node, same moment
+    later = ledger.claim_many([rate], now + timedelta(seconds=0.5))[0]
+    assert len(later.deliveries) == 1  # one token back: 3 under way, the in-flight limit
+    full = ledger.claim_many([rate], now + timedelta(seconds=5))[0]
+    assert full.deliveries == [] and full.held_by == "slots"
+
+
+def test_a_lease_decides_who_may_write_and_expired_ones_are_taken_over(
+        ledger: Ledger) -> None:
+    ledger.accept_alert(_alert(["a", "b"]), ENTRY)
+    now = utcnow()
+    lease = Lease("node-1", now + timedelta(seconds=10))
+    claims = ledger.claim_many([ClaimRequest("a", 1), ClaimRequest("b", 1)], now, lease)
+    mine, lapsing = claims[0].deliveries[0], claims[1].deliveries[0]
+    done = Outcome("delivered", DeliveryState.DELIVERED, 0.1, receipt=Receipt("r1"))
+    assert not ledger.finish_attempt(mine.id, 1, done, now, node="node-2")  # not its lease
+    assert ledger.finish_attempt(mine.id, 1, done, now, node="node-1")
+    assert ledger.heartbeat("node-1", "run-1", now, now + timedelta(seconds=10)) is None
+    ledger.register_node("node-1", "run-1", "test", None, now, timedelta(seconds=10))
+    assert ledger.heartbeat("node-1", "run-1", now, now + timedelta(seconds=10)) == 1
+    assert ledger.take_over_expired(lambda c: "retry", now + timedelta(seconds=5),
+                                    "node-2") == []
+    taken = ledger.take_over_expired(lambda c: "hold", now + timedelta(seconds=11), "node-2")
+    assert [(t.delivery_id, t.state, t.node) for t in taken] == [
+        (lapsing.id, DeliveryState.UNKNOWN, "node-1")]
+    assert "taken over by node node-2" in (ledger.get_delivery(lapsing.id).error or "")
+    assert not ledger.finish_attempt(lapsing.id, 1, done, now, node="node-1")  # too late
+
+
+def test_a_duty_runs_once_per_interval_and_a_name_runs_once(ledger: Ledger) -> None:
+    now, every = utcnow(), timedelta(seconds=60)
+    assert ledger.claim_duty("retention", "node-1", now, every)
+    assert not ledger.claim_duty("retention", "node-2", now + timedelta(seconds=1), every)
+    assert ledger.claim_duty("retention", "node-2", now + every, every)
+    ledger.register_node("node-1", "run-1", "1.0", "10.0.0.1:8080", now, every)
+    with pytest.raises(Conflict):
+        ledger.register_node("node-1", "run-2", "1.0", None, now + timedelta(seconds=5), every)
+    ledger.register_node("node-1", "run-2", "1.1", None, now + every * 2, every)  # run-1 gone
+    assert [(n.name, n.version) for n in ledger.list_nodes()] == [("node-1", "1.1")]

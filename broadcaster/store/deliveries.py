@@ -180,15 +180,7 @@ class Deliveries(AuditLog, Reading):
             due_rows = self._due_rows(db, {c: n for c, (n, _) in wants.items()}, stamp)
             taken_all = [r for c, (n, _) in wants.items() for r in due_rows[c][:n]]
             if taken_all:
-                db.executemany(
-                    "UPDATE deliveries SET state = 'sending', attempts = ?, "
-                    "first_attempt_at = COALESCE(first_attempt_at, ?), updated_at = ?, "
-                    "lease_node = ?, lease_until = ? WHERE id = ?",
-                    [(r[3] + 1, stamp, stamp, lease.node if lease else None,
-                      ts(lease.until) if lease else None, r[0]) for r in taken_all])
-                db.executemany(
-                    "INSERT INTO attempts (delivery_id, number, started_at) VALUES (?, ?, ?)",
-                    [(r[0], r[3] + 1, stamp) for r in taken_all])
+                self._mark_claimed(db, [(r[0], r[3] + 1) for r in taken_all], stamp, lease)
             idle = [c for c, (n, _) in wants.items() if len(due_rows[c]) <= n]
             next_due = dict(db.execute(_NEXT_DUE_SQL.format(channels=marks(idle)),
                                        (*idle, stamp)).fetchall()) if idle else {}
@@ -214,10 +206,35 @@ class Deliveries(AuditLog, Reading):
                                         next_due=parse_ts(next_due.get(channel)),
                                         held_by=held_by if more else None,
                                         budget_at=budget_at)
-            db.executemany("UPDATE channel_budgets SET tokens = ?, updated_at = ? "
-                           "WHERE channel = ?",
-                           [(tokens, stamp, channel) for channel, tokens in budgets.items()])
+            # Only where something was taken: an untouched bucket refills the same from
+            # its old time as from a new one.
+            spent = {c: budgets[c] for c, claim in claims.items()
+                     if claim.deliveries and c in budgets}
+            if spent:
+                self._save_budgets(db, spent, stamp)
         return [claims[request.channel] for request in requests]
+
+    def _mark_claimed(self, db: Tx, claimed: Sequence[tuple[str, int]], stamp: str,
+                      lease: Lease | None) -> None:
+        """(delivery id, attempt number) → `sending` under the lease, with an attempt row."""
+        db.executemany(
+            "UPDATE deliveries SET state = 'sending', attempts = ?, "
+            "first_attempt_at = COALESCE(first_attempt_at, ?), updated_at = ?, "
+            "lease_node = ?, lease_until = ? WHERE id = ?",
+            [(number, stamp, stamp, lease.node if lease else None,
+              ts(lease.until) if lease else None, delivery_id)
+             for delivery_id, number in claimed])
+        db.executemany("INSERT INTO attempts (delivery_id, number, started_at) VALUES (?, ?, ?)",
+                       [(delivery_id, number, stamp) for delivery_id, number in claimed])
+
+    def _save_budgets(self, db: Tx, budgets: dict[str, float], stamp: str) -> None:
+        db.executemany("UPDATE channel_budgets SET tokens = ?, updated_at = ? WHERE channel = ?",
+                       [(tokens, stamp, channel) for channel, tokens in budgets.items()])
+
+    def _create_budgets(self, db: Tx, requests: Sequence[ClaimRequest], stamp: str) -> None:
+        db.executemany("INSERT INTO channel_budgets (channel, tokens, updated_at) "
+                       "VALUES (?, ?, ?) ON CONFLICT (channel) DO NOTHING",
+                       [(r.channel, r.burst, stamp) for r in requests])
 
     def _due_rows(self, db: Tx, wants: dict[str, int], stamp: str) -> dict[str, list[Any]]:
         """Each channel's due deliveries, up to its number plus one (to learn whether
@@ -240,14 +257,15 @@ class Deliveries(AuditLog, Reading):
         its burst), its row locked until the claim commits, in channel order."""
         if not requests:
             return {}
-        db.executemany("INSERT INTO channel_budgets (channel, tokens, updated_at) "
-                       "VALUES (?, ?, ?) ON CONFLICT (channel) DO NOTHING",
-                       [(r.channel, r.burst, stamp) for r in requests])
         by_channel = {r.channel: r for r in requests}
-        rows = db.execute(
-            f"SELECT channel, tokens, updated_at FROM channel_budgets "  # noqa: S608
-            f"WHERE channel IN ({marks(list(by_channel))}) ORDER BY channel" + self._for_update,
-            list(by_channel)).fetchall()
+        select = (f"SELECT channel, tokens, updated_at FROM channel_budgets "  # noqa: S608
+                  f"WHERE channel IN ({marks(list(by_channel))}) ORDER BY channel"
+                  + self._for_update)
+        rows = db.execute(select, list(by_channel)).fetchall()
+        if len(rows) < len(by_channel):  # a channel's first claim: its bucket starts full
+            found = {r[0] for r in rows}
+            self._create_budgets(db, [r for r in requests if r.channel not in found], stamp)
+            rows = db.execute(select, list(by_channel)).fetchall()
         now = from_ts(stamp)
         budgets = {}
         for channel, tokens, updated_at in rows:
@@ -331,10 +349,13 @@ class Deliveries(AuditLog, Reading):
         unblocks = False
         if outcome.state is not DeliveryState.QUEUED:
             # A follow-up on this channel may have waited for this one (thread order).
+            # Nested, so the planner walks the follow-ups of this one alert (its index
+            # on references_id), never the channel's whole queue.
             unblocks = db.execute(
-                "SELECT 1 FROM deliveries d JOIN alerts f ON f.references_id = d.alert_id "
-                "JOIN deliveries q ON q.alert_id = f.id AND q.channel = d.channel "
-                "AND q.state = 'queued' WHERE d.id = ? LIMIT 1", (delivery_id,),
+                "SELECT 1 FROM deliveries d WHERE d.id = ? AND EXISTS ("
+                "SELECT 1 FROM alerts f WHERE f.references_id = d.alert_id AND EXISTS ("
+                "SELECT 1 FROM deliveries q WHERE q.alert_id = f.id "
+                "AND q.channel = d.channel AND q.state = 'queued'))", (delivery_id,),
             ).fetchone() is not None
         return Finished(True, unblocks)
 

@@ -43,7 +43,7 @@ from broadcaster.errors import (
 from broadcaster.store.base import Features, Tx
 from broadcaster.store.deliveries import DUE_COLUMNS, DUE_WHERE
 from broadcaster.store.ledger import Ledger
-from broadcaster.store.records import AuditEntry, NewAlert, ts
+from broadcaster.store.records import AuditEntry, Lease, NewAlert, ts
 from broadcaster.store.schema_postgres import MIGRATIONS, SCHEMA_VERSION
 
 # The pool warns at every failed connection attempt while the server is away; the
@@ -327,6 +327,33 @@ class PostgresLedger(Ledger):
     _for_update = " FOR UPDATE"
 
     _claim_skip = " FOR UPDATE SKIP LOCKED"
+
+    # Bulk writes as one statement over arrays: one round trip instead of one per row.
+
+    def _mark_claimed(self, db: Tx, claimed: Sequence[tuple[str, int]], stamp: str,
+                      lease: Lease | None) -> None:
+        ids, numbers = [c[0] for c in claimed], [c[1] for c in claimed]
+        db.execute(
+            "UPDATE deliveries d SET state = 'sending', attempts = v.number, "
+            "first_attempt_at = COALESCE(d.first_attempt_at, CAST(? AS timestamptz)), "
+            "updated_at = CAST(? AS timestamptz), lease_node = ?, "
+            "lease_until = CAST(? AS timestamptz) "
+            "FROM unnest(CAST(? AS text[]), CAST(? AS integer[])) AS v(id, number) "
+            "WHERE d.id = v.id COLLATE \"C\"",
+            (stamp, stamp, lease.node if lease else None, ts(lease.until) if lease else None,
+             ids, numbers))
+        db.execute(
+            "INSERT INTO attempts (delivery_id, number, started_at) "
+            "SELECT v.id, v.number, CAST(? AS timestamptz) "
+            "FROM unnest(CAST(? AS text[]), CAST(? AS integer[])) AS v(id, number)",
+            (stamp, ids, numbers))
+
+    def _save_budgets(self, db: Tx, budgets: dict[str, float], stamp: str) -> None:
+        db.execute(
+            "UPDATE channel_budgets b SET tokens = v.tokens, updated_at = CAST(? AS timestamptz) "
+            "FROM unnest(CAST(? AS text[]), CAST(? AS double precision[])) AS v(channel, tokens) "
+            "WHERE b.channel = v.channel COLLATE \"C\"",
+            (stamp, list(budgets), list(budgets.values())))
 
     def _due_rows(self, db: Tx, wants: dict[str, int], stamp: str) -> dict[str, list[Any]]:
         """Every channel's due deliveries in one round trip (LATERAL over the channels).
