@@ -317,11 +317,28 @@ class Deliveries(AuditLog, Reading):
         node that was frozen past its lease finds the work taken over, and its late
         result is not written over the one of the node that took over (False)."""
         with self._write() as db:
-            return [self._finish(db, *item, node) for item in items]
+            written = [self._finish(db, *item, node) for item in items]
+            ended = [item[0] for item, ok in zip(items, written, strict=True)
+                     if ok and item[2].state is not DeliveryState.QUEUED]
+            waiting = self._followups_waiting(db, ended) if ended else set()
+            return [Finished(ok, item[0] in waiting)
+                    for item, ok in zip(items, written, strict=True)]
+
+    @staticmethod
+    def _followups_waiting(db: Tx, ended: Sequence[str]) -> set[str]:
+        """Of these deliveries, those a queued follow-up on the same channel waited for
+        (thread order), in one query for the batch. Nested, so the planner walks each
+        alert's follow-ups (its index on references_id), never a channel's whole queue."""
+        rows = db.execute(
+            f"SELECT d.id FROM deliveries d WHERE d.id IN ({marks(ended)}) AND EXISTS ("  # noqa: S608
+            "SELECT 1 FROM alerts f WHERE f.references_id = d.alert_id AND EXISTS ("
+            "SELECT 1 FROM deliveries q WHERE q.alert_id = f.id "
+            "AND q.channel = d.channel AND q.state = 'queued'))", list(ended)).fetchall()
+        return {r[0] for r in rows}
 
     @staticmethod
     def _finish(db: Tx, delivery_id: str, attempt: int, outcome: Outcome,
-                now: datetime, node: str | None) -> Finished:
+                now: datetime, node: str | None) -> bool:
         receipt = outcome.receipt
         held = (node,) if node is not None else ()
         changed = db.execute(
@@ -339,25 +356,14 @@ class Deliveries(AuditLog, Reading):
              outcome.state is DeliveryState.DELIVERED, ts(now), delivery_id, attempt, *held),
         ).rowcount
         if not changed:
-            return Finished(False, False)  # stale: the attempt belongs to its new holder
+            return False  # stale: the attempt belongs to whoever holds it now
         db.execute(
             "UPDATE attempts SET duration = ?, result = ?, error_class = ?, message = ? "
             "WHERE delivery_id = ? AND number = ?",
             (outcome.duration, outcome.result, outcome.error_class, outcome.message,
              delivery_id, attempt),
         )
-        unblocks = False
-        if outcome.state is not DeliveryState.QUEUED:
-            # A follow-up on this channel may have waited for this one (thread order).
-            # Nested, so the planner walks the follow-ups of this one alert (its index
-            # on references_id), never the channel's whole queue.
-            unblocks = db.execute(
-                "SELECT 1 FROM deliveries d WHERE d.id = ? AND EXISTS ("
-                "SELECT 1 FROM alerts f WHERE f.references_id = d.alert_id AND EXISTS ("
-                "SELECT 1 FROM deliveries q WHERE q.alert_id = f.id "
-                "AND q.channel = d.channel AND q.state = 'queued'))", (delivery_id,),
-            ).fetchone() is not None
-        return Finished(True, unblocks)
+        return True
 
     def recover_interrupted(
         self, policy: Callable[[str], str | None], now: datetime, node: str | None = None,

@@ -16,8 +16,9 @@ from broadcaster.store.base import marks
 from broadcaster.store.reading import Reading
 from broadcaster.store.records import SCHEDULED, AuditEntry, from_ts, ts
 
-RETENTION_BATCH = 100
-"""Alerts pruned per transaction: a few milliseconds of the writer each."""
+RETENTION_BATCH = 50
+"""Alerts pruned per transaction: a few milliseconds of the writer, and a write-ahead
+log small enough that an accept committing beside it does not wait for it."""
 
 
 class Timeline(AuditLog, Reading):
