@@ -24,6 +24,7 @@ from tests.support import (
     add_user,
     free_port,
     run_cli,
+    wait_for,
     webhook_channel,
     write_config,
 )
@@ -65,8 +66,11 @@ def _start(tmp_path: Path, disk: Path, sandbox: SandboxThread,
     token = add_user(config, "duty-1", "officer")
     daemon = Daemon(config, port)
     daemons.append(daemon.start())
-    status, _ = daemon.api("POST", "/api/v1/alerts", BODY, token)
+    status, alert = daemon.api("POST", "/api/v1/alerts", BODY, token)
     assert status == 201
+    # Delivered before the fault: what the sandbox holds afterwards is the baseline.
+    wait_for(lambda: any(p["extra"]["id"] == alert["id"] for p in sandbox.posts()),
+             message="the first alert's post")
     return daemon, token
 
 
